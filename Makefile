@@ -1,0 +1,38 @@
+# Set-up and everyday commands. Every target that runs code creates .venv first if needed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Offline/CI data: ../shared/data when it exists (read-only is fine), unless already set.
+SHARED_DATA := $(abspath ../shared/data)
+export DIFFORMER_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),data)
+
+.PHONY: install run test test-slow reproduce-cora clean
+
+install: $(STAMP)
+
+# torch is installed first and alone, pinned, so that no other requirement can make the
+# resolver choose a different (multi-GB CUDA) build; scripts/check_env.py verifies it.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install 'torch==2.13.0'
+	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python scripts/check_env.py
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python train.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+# The paper's Cora cells (DIFFormer-s and -a, 5 runs x 500 epochs each).
+reproduce-cora: $(STAMP)
+	$(BIN)/python train.py dataset=cora model=difformer_s hydra.run.dir=outputs/reproduce-cora/difformer_s
+	$(BIN)/python train.py dataset=cora model=difformer_a hydra.run.dir=outputs/reproduce-cora/difformer_a
+
+clean:
+	rm -rf outputs data/cache .pytest_cache
