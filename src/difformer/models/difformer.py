@@ -1,0 +1,268 @@
+"""DIFFormer (Wu et al., ICLR 2023), numerically identical to the official code.
+
+The official class lives in ``node classification/difformer.py`` of qitianwu/DIFFormer.
+This module keeps its constructor keywords, its state_dict layout (``convs.{i}.Wk|Wq|Wv``,
+``fcs.0|1``, ``bns.0..L``) and its arithmetic, so released checkpoints load with
+``strict=True`` and give the same outputs. See ``shared/reference/difformer.md`` §2.
+
+Kernels:
+
+* ``simple`` -- DIFFormer-s as coded by the authors: Q and K are divided by the Frobenius
+  norm of the *whole* [N, H, h] tensor (one scalar), numerator ``sum_j v_j + q_i (K^T V)``,
+  denominator ``q_i . sum_j k_j + N``. Because of the global norm the q.k terms shrink like
+  1/N, so a layer is close to "mean of V" (+ the GCN branch); this is what the paper's
+  numbers and checkpoints were produced with.
+* ``sigmoid`` -- DIFFormer-a: ``A_ij = sigmoid(q_i . k_j) / sum_l sigmoid(q_i . k_l)``,
+  materialising the N x N x H tensor.
+* ``simple_pernode`` -- the textbook DIFFormer-s formula with per-node L2 normalisation of
+  q_i and k_j. Not what the official code does; never the default.
+
+No framework imports: this file only needs torch.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+KERNELS = ("simple", "sigmoid", "simple_pernode")
+
+# CSR sparse-dense matmul is stable for what we use (spmm with autograd on the dense side).
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+
+
+def _linear_attention(qs: Tensor, ks: Tensor, vs: Tensor) -> tuple[Tensor, Tensor]:
+    """(1 + q.k)-kernel attention for already-normalised q, k.
+
+    qs [N, H, M], ks [L, H, M], vs [L, H or 1, D]. Returns (output [N, H, D],
+    denominator [N, H, 1]). The ``+N`` is the kernel's constant 1 summed over the keys; as in
+    the official code N is the number of query rows.
+    """
+    n = qs.shape[0]
+    kvs = torch.einsum("lhm,lhd->hmd", ks, vs)
+    numerator = torch.einsum("nhm,hmd->nhd", qs, kvs) + vs.sum(dim=0).unsqueeze(0)
+    denominator = torch.einsum("nhm,hm->nh", qs, ks.sum(dim=0)).unsqueeze(-1) + n
+    return numerator / denominator, denominator
+
+
+def attention_conv(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str) -> Tensor:
+    """All-pair diffusion of values ``vs`` [L, H|1, D] under ``kernel``; returns [N, H, D]."""
+    if kernel == "simple":
+        # One scalar per tensor (Frobenius norm over nodes, heads and channels), as coded.
+        return _linear_attention(qs / torch.norm(qs, p=2), ks / torch.norm(ks, p=2), vs)[0]
+    if kernel == "simple_pernode":
+        return _linear_attention(F.normalize(qs, p=2, dim=-1), F.normalize(ks, p=2, dim=-1), vs)[0]
+    if kernel == "sigmoid":
+        scores = torch.sigmoid(torch.einsum("nhm,lhm->nlh", qs, ks))  # [N, L, H]
+        attention = scores / scores.sum(dim=1, keepdim=True)
+        return torch.einsum("nlh,lhd->nhd", attention, vs)
+    raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
+
+
+def attention_matrix(qs: Tensor, ks: Tensor, kernel: str, full_kernel: bool = False) -> Tensor:
+    """Attention weights [N, L, H] for visualisation (small N only).
+
+    For ``simple`` kernels the official ``get_attentions`` returns ``q.k / denominator``,
+    leaving out the constant ``1 / denominator`` part of the kernel; ``full_kernel=True``
+    adds it, giving rows that sum to one and reproduce the layer's attention output.
+    """
+    if kernel == "sigmoid":
+        scores = torch.sigmoid(torch.einsum("nhm,lhm->nlh", qs, ks))
+        return scores / scores.sum(dim=1, keepdim=True)
+    if kernel == "simple":
+        qs, ks = qs / torch.norm(qs, p=2), ks / torch.norm(ks, p=2)
+    elif kernel == "simple_pernode":
+        qs, ks = F.normalize(qs, p=2, dim=-1), F.normalize(ks, p=2, dim=-1)
+    else:
+        raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
+    n = qs.shape[0]
+    denominator = torch.einsum("nhm,hm->nh", qs, ks.sum(dim=0)).unsqueeze(1) + n  # [N, 1, H]
+    scores = torch.einsum("nhm,lhm->nlh", qs, ks)
+    if full_kernel:
+        scores = scores + 1.0
+    return scores / denominator
+
+
+def gcn_normalized_adjacency(edge_index: Tensor, num_nodes: int,
+                             edge_weight: Tensor | None = None) -> Tensor:
+    """Sparse CSR matrix A[t, s] = w_st / sqrt(d_t d_s) with d the unweighted in-degree.
+
+    Matches the official ``gcn_conv``: the degree counts edges by target (including
+    self-loops already present), ignores edge weights, and inf/nan entries become 0.
+    """
+    row, col = edge_index[0], edge_index[1]
+    deg = torch.zeros(num_nodes, dtype=torch.float, device=edge_index.device)
+    deg.scatter_add_(0, col, torch.ones_like(col, dtype=torch.float))
+    value = (1.0 / deg[col]).sqrt() * (1.0 / deg[row]).sqrt()
+    if edge_weight is not None:
+        value = edge_weight.to(value.dtype) * value
+    value = torch.nan_to_num(value, nan=0.0, posinf=0.0, neginf=0.0)
+    adj = torch.sparse_coo_tensor(torch.stack([col, row]), value, (num_nodes, num_nodes),
+                                  check_invariants=False)
+    return adj.coalesce().to_sparse_csr()
+
+
+class DIFFormerConv(nn.Module):
+    """One DIFFormer layer: all-pair attention (+ optional GCN branch on V), head mean."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_heads: int = 1,
+                 kernel: str = "simple", use_graph: bool = True, use_weight: bool = True,
+                 graph_weight: float = -1.0):
+        super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
+        # Registration order Wk, Wq, Wv matches the official state_dict.
+        self.Wk = nn.Linear(in_channels, out_channels * num_heads)
+        self.Wq = nn.Linear(in_channels, out_channels * num_heads)
+        if use_weight:
+            self.Wv = nn.Linear(in_channels, out_channels * num_heads)
+        self.out_channels = out_channels
+        self.num_heads = num_heads
+        self.kernel = kernel
+        self.use_graph = use_graph
+        self.use_weight = use_weight
+        self.graph_weight = graph_weight
+
+    def reset_parameters(self) -> None:
+        self.Wk.reset_parameters()
+        self.Wq.reset_parameters()
+        if self.use_weight:
+            self.Wv.reset_parameters()
+
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        query = self.Wq(x).reshape(-1, self.num_heads, self.out_channels)
+        key = self.Wk(x).reshape(-1, self.num_heads, self.out_channels)
+        if self.use_weight:
+            value = self.Wv(x).reshape(-1, self.num_heads, self.out_channels)
+        else:
+            # Without Wv the values are the input itself, one "head" broadcast over all heads.
+            value = x.reshape(-1, 1, self.out_channels)
+        return query, key, value
+
+    def forward(self, x: Tensor, adj: Tensor | None = None) -> Tensor:
+        """x [N, h]; adj the normalised adjacency from :func:`gcn_normalized_adjacency`."""
+        query, key, value = self.qkv(x)
+        out = attention_conv(query, key, value, self.kernel)
+        if self.use_graph:
+            if adj is None:
+                raise ValueError("use_graph=True needs an edge_index")
+            n, heads, dim = value.shape
+            gcn = (adj @ value.reshape(n, heads * dim)).reshape(n, heads, dim)
+            if self.graph_weight > 0:
+                out = (1 - self.graph_weight) * out + self.graph_weight * gcn
+            else:
+                out = out + gcn
+        return out.mean(dim=1)
+
+
+class DIFFormer(nn.Module):
+    """DIFFormer encoder + linear head; keyword names as the official class.
+
+    Args:
+        in_channels, hidden_channels, out_channels: input, hidden and output sizes.
+        num_layers: number of DIFFormer layers (L).
+        num_heads: attention heads, averaged after each layer.
+        kernel: ``'simple'`` (DIFFormer-s), ``'sigmoid'`` (DIFFormer-a) or
+            ``'simple_pernode'`` (textbook per-node normalisation, not the official one).
+        alpha: residual weight on the new layer output, ``z = a*z + (1-a)*z_prev``.
+        dropout: feature dropout after the input block and after every layer.
+        use_bn: LayerNorm after the input block and after each layer (post-norm).
+        use_residual: the alpha-residual with the previous layer's output.
+        use_weight: create the value projection Wv (otherwise V is the layer input).
+        use_graph: add the GCN branch on V using ``edge_index``.
+        graph_weight: > 0 mixes ``(1-gw)*attention + gw*gcn``; otherwise they are summed.
+        use_source: add the input block's output after each layer's diffusion.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 num_layers: int = 2, num_heads: int = 1, kernel: str = "simple",
+                 alpha: float = 0.5, dropout: float = 0.5, use_bn: bool = True,
+                 use_residual: bool = True, use_weight: bool = True, use_graph: bool = True,
+                 graph_weight: float = -1.0, use_source: bool = False):
+        super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        # Registration order convs, fcs, bns matches the official state_dict.
+        self.convs = nn.ModuleList(
+            DIFFormerConv(hidden_channels, hidden_channels, num_heads=num_heads, kernel=kernel,
+                          use_graph=use_graph, use_weight=use_weight, graph_weight=graph_weight)
+            for _ in range(num_layers))
+        self.fcs = nn.ModuleList([nn.Linear(in_channels, hidden_channels),
+                                  nn.Linear(hidden_channels, out_channels)])
+        # L + 1 LayerNorms always exist (also with use_bn off) so checkpoints keep one layout.
+        self.bns = nn.ModuleList(nn.LayerNorm(hidden_channels) for _ in range(num_layers + 1))
+        self.kernel = kernel
+        self.dropout = dropout
+        self.use_bn = use_bn
+        self.residual = use_residual
+        self.alpha = alpha
+        self.use_graph = use_graph
+        self.use_source = use_source
+
+    def reset_parameters(self) -> None:
+        for module in (*self.convs, *self.bns, *self.fcs):
+            module.reset_parameters()
+
+    def _input_block(self, x: Tensor) -> Tensor:
+        x = self.fcs[0](x)
+        if self.use_bn:
+            x = self.bns[0](x)
+        return F.relu(x)
+
+    def _adjacency(self, num_nodes: int, edge_index: Tensor | None,
+                   edge_weight: Tensor | None) -> Tensor | None:
+        if not self.use_graph:
+            return None
+        if edge_index is None:
+            raise ValueError("this DIFFormer was built with use_graph=True: pass edge_index")
+        return gcn_normalized_adjacency(edge_index, num_nodes, edge_weight)
+
+    def _after_conv(self, i: int, z: Tensor, z_prev: Tensor, z0: Tensor) -> Tensor:
+        if self.use_source:
+            z = z + z0
+        if self.residual:
+            z = self.alpha * z + (1 - self.alpha) * z_prev
+        if self.use_bn:
+            z = self.bns[i + 1](z)
+        return z
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None,
+                edge_weight: Tensor | None = None) -> Tensor:
+        """x [N, in_channels], edge_index [2, E] (self-loops already added) -> logits [N, out]."""
+        adj = self._adjacency(x.shape[0], edge_index, edge_weight)
+        z = F.dropout(self._input_block(x), p=self.dropout, training=self.training)
+        z0 = z
+        for i, conv in enumerate(self.convs):
+            z_prev = z
+            z = self._after_conv(i, conv(z, adj), z_prev, z0)
+            z = F.dropout(z, p=self.dropout, training=self.training)
+        return self.fcs[-1](z)
+
+    @torch.no_grad()
+    def get_attentions(self, x: Tensor, edge_index: Tensor | None = None,
+                       edge_weight: Tensor | None = None, full_kernel: bool = False) -> Tensor:
+        """Attention matrices of every layer, [L, N, N, H]; materialises N^2, small N only.
+
+        Like the official ``get_attentions`` it applies no dropout. The official one only works
+        without the graph branch; here a model with ``use_graph`` needs ``edge_index`` so the
+        layer inputs are the real ones. See :func:`attention_matrix` for ``full_kernel``.
+        """
+        adj = self._adjacency(x.shape[0], edge_index, edge_weight)
+        z = self._input_block(x)
+        z0, attentions = z, []
+        for i, conv in enumerate(self.convs):
+            query, key, _ = conv.qkv(z)
+            attentions.append(attention_matrix(query, key, self.kernel, full_kernel))
+            z = self._after_conv(i, conv(z, adj), z, z0)
+        return torch.stack(attentions, dim=0)
