@@ -1,0 +1,176 @@
+"""``train.py`` / ``difformer-train``: Hydra entry point for training and checkpoint evaluation.
+
+    python train.py                                  # DIFFormer-s on sklearn digits, offline
+    python train.py dataset=cora model=difformer_s   # the paper's Cora setting
+    python train.py mode=eval checkpoint=PATH        # re-evaluate a saved checkpoint
+"""
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# One token per process, so two jobs started in the same second get different run
+# directories; it is constant within a process, so every interpolation agrees.
+_TOKEN = secrets.token_hex(3)
+if not OmegaConf.has_resolver("difformer_token"):
+    OmegaConf.register_new_resolver("difformer_token", lambda: _TOKEN)
+
+
+class ConfigError(ValueError):
+    """A bad configuration value, reported in one line before any work starts."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject bad values early, naming the value and what is allowed."""
+    from .models import build_model
+
+    _check(cfg.mode in ("train", "eval"), f"mode={cfg.mode} is not allowed; use train or eval")
+    if cfg.mode == "eval":
+        _check(cfg.checkpoint is not None, "mode=eval needs checkpoint=PATH")
+    if cfg.checkpoint is not None:
+        _check(Path(cfg.checkpoint).is_file(), f"checkpoint={cfg.checkpoint}: no such file")
+    _check(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}")
+    _check(cfg.optim.weight_decay >= 0,
+           f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
+    for key in ("runs", "epochs", "eval_step"):
+        _check(cfg.trainer[key] >= 1, f"trainer.{key} must be >= 1, got {cfg.trainer[key]}")
+    device = str(cfg.trainer.device)
+    _check(device in ("auto", "cpu") or device.startswith("cuda"),
+           f"trainer.device={device} is not allowed; use auto, cpu, cuda or cuda:N")
+    # The model's own constructor knows its valid arguments (kernel, layers, alpha, ...).
+    try:
+        build_model(cfg.model.name, 1, 1, **model_kwargs(cfg))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"model: {err}") from err
+
+
+def model_kwargs(cfg: DictConfig) -> dict:
+    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    kwargs.pop("name")
+    return kwargs
+
+
+def _dataset_overridden() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return any(o.split("=")[0].lstrip("+~").startswith("dataset")
+               for o in HydraConfig.get().overrides.task)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    from .data import DataRoot, load_dataset
+    from .train.common import resolve_device
+    from .train.fullgraph import train_fullgraph
+    from .train.io import write_json
+    from .train.loggers import RunLogger
+
+    device = resolve_device(cfg.trainer.device)
+    dataset, spec = load_dataset(cfg.dataset, DataRoot.from_config(cfg.paths))
+    print(dataset.summary(), flush=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    logger = RunLogger(run_dir, cfg.logger, config)
+    try:
+        summary = train_fullgraph(
+            dataset=dataset, spec=spec, model_name=cfg.model.name, model_kwargs=model_kwargs(cfg),
+            lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, epochs=cfg.trainer.epochs,
+            runs=cfg.trainer.runs, eval_step=cfg.trainer.eval_step, seed=cfg.seed,
+            device=device, run_dir=run_dir, logger=logger,
+            dataset_config=OmegaConf.to_container(cfg.dataset, resolve=True), config=config,
+            progress=cfg.trainer.progress, save_checkpoints=cfg.trainer.save_checkpoints)
+        summary["package_version"] = __version__
+        summary["run_dir"] = str(run_dir)
+        write_json(run_dir / "summary.json", summary)
+        logger.finish(summary)
+    finally:
+        logger.close()
+    n = summary["n_runs"]
+    print(f"{spec.metric} over {n} run(s): test {100 * summary['test_mean']:.2f} ± "
+          f"{100 * summary['test_std']:.2f} | valid {100 * summary['valid_mean']:.2f} "
+          f"(sample std, ddof=1) | {summary['wall_seconds']:.1f}s | {run_dir}", flush=True)
+    return summary
+
+
+def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
+    """Rebuild model and data from the checkpoint alone and report its test metric."""
+    from .data import DataRoot, load_dataset, split_fingerprint
+    from .models import build_model
+    from .train.checkpoint import (CheckpointError, fingerprint_differences, load_checkpoint,
+                                   state_dict_differences)
+    from .train.common import resolve_device
+    from .train.io import write_json
+    from .train.metrics import evaluate
+
+    ckpt = load_checkpoint(cfg.checkpoint)
+    recorded = ckpt["dataset"]
+    dataset_cfg = cfg.dataset if _dataset_overridden() else OmegaConf.create(recorded["config"])
+    dataset, spec = load_dataset(dataset_cfg, DataRoot.from_config(cfg.paths))
+    kwargs = {**ckpt["model"]["kwargs"], "in_channels": dataset.num_features,
+              "out_channels": dataset.num_classes}
+    model = build_model(ckpt["model"]["name"], **kwargs)
+    split = dataset.split(recorded["run"], recorded["split_seed"])
+    problems = state_dict_differences(model.state_dict(), ckpt["state_dict"])
+    problems += fingerprint_differences(recorded["fingerprint"], dataset.fingerprint())
+    current_split = split_fingerprint(split)
+    if current_split != recorded["split_fingerprint"]:
+        problems.append(f"split: checkpoint={recorded['split_fingerprint']} "
+                        f"current={current_split}")
+    if problems and not cfg.eval_allow_mismatch:
+        raise CheckpointError(f"checkpoint {cfg.checkpoint} does not match: " + "; ".join(problems)
+                              + " (eval_allow_mismatch=true to evaluate anyway)")
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    device = resolve_device(cfg.trainer.device)
+    model.to(device)
+    scores = evaluate(model, dataset.x.to(device), dataset.edge_index.to(device),
+                      dataset.y.to(device), split, spec.metric, spec.loss)
+    result = {"checkpoint": str(Path(cfg.checkpoint).resolve()), "dataset": dataset.name,
+              "model": ckpt["model"]["name"], "metric": spec.metric, "run": recorded["run"],
+              **scores, "recorded": ckpt["metrics"],
+              "matches_recorded": scores["test"] == ckpt["metrics"].get("test"),
+              "mismatches": problems, "device": str(device)}
+    write_json(run_dir / "eval.json", result)
+    print(f"{dataset.name} | {spec.metric} test {100 * scores['test']:.2f} (recorded "
+          f"{100 * ckpt['metrics']['test']:.2f}) | valid {100 * scores['valid']:.2f} | "
+          f"{run_dir / 'eval.json'}", flush=True)
+    return result
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Validate, write the resolved config, and dispatch on ``cfg.mode``."""
+    from .train.io import write_text
+
+    validate(cfg)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    print(f"run directory: {run_dir}", flush=True)
+    return train(cfg, run_dir) if cfg.mode == "train" else evaluate_checkpoint(cfg, run_dir)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from .data import DatasetUnavailable
+    from .train.checkpoint import CheckpointError
+
+    try:
+        run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except (ConfigError, DatasetUnavailable, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Self-describing checkpoints: weights + everything needed to rebuild model and data.
+
+A checkpoint is a plain dict of tensors, strings and numbers, so it loads with
+``torch.load(weights_only=True)`` (no pickled code is ever executed).
+"""
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from .io import save_torch
+
+FORMAT = "difformer-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not match the model or data it is used with."""
+
+
+def make_checkpoint(*, state_dict, model_name, model_kwargs, dataset_config, data_fingerprint,
+                    split_fingerprint, run, seed, split_seed, metrics, config) -> dict:
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": {"name": model_name, "kwargs": dict(model_kwargs)},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+        "dataset": {"config": dataset_config, "fingerprint": data_fingerprint,
+                    "split_fingerprint": split_fingerprint, "run": run, "split_seed": split_seed},
+        "metrics": metrics, "seed": seed, "run": run, "config": config,
+    }
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    save_torch(path, checkpoint)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a difformer checkpoint (no 'format': {FORMAT!r}); "
+                              "raw state_dicts need the model and dataset given explicitly")
+    return ckpt
+
+
+def fingerprint_differences(recorded: dict, current: dict) -> list[str]:
+    return [f"{k}: checkpoint={recorded.get(k)!r} current={current.get(k)!r}"
+            for k in sorted(set(recorded) | set(current)) if recorded.get(k) != current.get(k)]
+
+
+def state_dict_differences(expected: dict, given: dict) -> list[str]:
+    """Keys missing, unexpected, or of another shape, between a model and a checkpoint."""
+    out = [f"missing {k} {tuple(v.shape)}" for k, v in expected.items() if k not in given]
+    out += [f"unexpected {k} {tuple(v.shape)}" for k, v in given.items() if k not in expected]
+    out += [f"{k}: checkpoint {tuple(given[k].shape)} model {tuple(v.shape)}"
+            for k, v in expected.items() if k in given and given[k].shape != v.shape]
+    return out

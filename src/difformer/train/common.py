@@ -1,0 +1,40 @@
+"""Pieces every trainer shares: seeding, devices, memory, aggregation over runs."""
+from __future__ import annotations
+
+import random
+import resource
+import statistics
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) so one run reproduces on its own."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={name} but CUDA is not available; use auto or cpu")
+    return torch.device(name)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated on ``device``, or the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and *sample* standard deviation (ddof = 1, as the official node scripts);
+    the std of a single run is undefined (NaN, written as null)."""
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else float("nan"))

@@ -1,0 +1,89 @@
+"""Full-graph training (official ``node classification/main.py``), one loop for all models.
+
+Per run: seed ``seed + run``, a fresh model and a fresh Adam, ``epochs`` steps on the whole
+graph with the loss on the train nodes, evaluation every ``eval_step`` epochs; the epoch with
+the best validation score (first maximum) gives the reported test score.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import NodeDataset, split_fingerprint
+from ..models import build_model
+from .checkpoint import make_checkpoint, save_checkpoint
+from .common import mean_std, peak_memory_mb, seed_everything
+from .metrics import HIGHER_IS_BETTER, LOSSES, evaluate
+
+
+def train_fullgraph(*, dataset: NodeDataset, spec, model_name: str, model_kwargs: dict,
+                    lr: float, weight_decay: float, epochs: int, runs: int, eval_step: int,
+                    seed: int, device: torch.device, run_dir: Path, logger,
+                    dataset_config: dict, config: dict, progress: bool = True,
+                    save_checkpoints: bool = True) -> dict:
+    start = time.time()
+    x, y = dataset.x.to(device), dataset.y.to(device)
+    edge_index = dataset.edge_index.to(device)
+    loss_fn = LOSSES[spec.loss]
+    better = (lambda a, b: a > b) if HIGHER_IS_BETTER[spec.metric] else (lambda a, b: a < b)
+    data_fp = dataset.fingerprint()
+    kwargs = {"in_channels": dataset.num_features, "out_channels": dataset.num_classes,
+              **model_kwargs}
+    results = []
+    for run in range(runs):
+        run_start = time.time()
+        split = dataset.split(run, seed)
+        seed_everything(seed + run)
+        model = build_model(model_name, **kwargs).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        best, best_state = None, None
+        bar = tqdm(range(epochs), desc=f"run {run}", leave=False,
+                   disable=None if progress else True)
+        for epoch in bar:
+            t0 = time.time()
+            model.train()
+            optimizer.zero_grad()
+            out = model(x, edge_index)
+            loss = loss_fn(out[split.train], y[split.train])
+            loss.backward()
+            optimizer.step()
+            if epoch % eval_step and epoch != epochs - 1:
+                continue
+            scores = evaluate(model, x, edge_index, y, split, spec.metric, spec.loss)
+            logger.log({"run": run, "epoch": epoch, "loss": loss.item(), **scores,
+                        "seconds": time.time() - t0, "peak_memory_mb": peak_memory_mb(device)})
+            if best is None or better(scores["valid"], best["valid"]):
+                best = {"epoch": epoch, **scores}
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            bar.set_postfix(loss=f"{loss.item():.4f}", valid=f"{scores['valid']:.4f}",
+                            best=f"{best['valid']:.4f}")
+        bar.close()
+        record = {"run": run, "seed": seed + run, "best_epoch": best["epoch"],
+                  "train": best["train"], "valid": best["valid"], "test": best["test"],
+                  "seconds": time.time() - run_start}
+        if save_checkpoints:
+            path = Path(run_dir) / "checkpoints" / f"run{run}.pt"
+            save_checkpoint(path, make_checkpoint(
+                state_dict=best_state, model_name=model_name, model_kwargs=kwargs,
+                dataset_config=dataset_config, data_fingerprint=data_fp,
+                split_fingerprint=split_fingerprint(split), run=run, seed=seed + run,
+                split_seed=seed, metrics={"metric": spec.metric, "best_epoch": best["epoch"],
+                                          **{k: best[k] for k in ("train", "valid", "test")}},
+                config=config))
+            record["checkpoint"] = str(path)
+        results.append(record)
+        print(f"run {run:02d} | seed {seed + run} | best epoch {best['epoch']} | "
+              f"train {100 * best['train']:.2f} | valid {100 * best['valid']:.2f} | "
+              f"test {100 * best['test']:.2f} | {record['seconds']:.1f}s", flush=True)
+    test_mean, test_std = mean_std([r["test"] for r in results])
+    valid_mean, valid_std = mean_std([r["valid"] for r in results])
+    return {"dataset": dataset.name, "model": model_name, "metric": spec.metric,
+            "higher_is_better": HIGHER_IS_BETTER[spec.metric], "split": dataset.splits.description,
+            "test_mean": test_mean, "test_std": test_std, "valid_mean": valid_mean,
+            "valid_std": valid_std, "std_ddof": 1, "n_runs": len(results), "runs": results,
+            "device": str(device), "wall_seconds": time.time() - start}

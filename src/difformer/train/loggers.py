@@ -1,0 +1,40 @@
+"""Run logging: metrics.jsonl always, Weights & Biases with ``logger=wandb``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .io import JsonlWriter
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, logger_cfg, config: dict):
+        self.jsonl = JsonlWriter(Path(run_dir) / "metrics.jsonl")
+        self.wandb = None
+        if logger_cfg.get("name") == "wandb":
+            import wandb  # optional at import time: only this logger needs it
+
+            mode = os.environ.get("WANDB_MODE") or logger_cfg.get("mode")
+            self.wandb = wandb.init(project=logger_cfg.get("project"),
+                                    entity=logger_cfg.get("entity"),
+                                    group=logger_cfg.get("group"), mode=mode,
+                                    dir=str(run_dir), config=config,
+                                    name=Path(run_dir).name)
+
+    def log(self, record: dict) -> None:
+        self.jsonl.write(record)
+        if self.wandb is not None:
+            run = record.get("run", 0)
+            self.wandb.log({f"run{run}/{k}": v for k, v in record.items()
+                            if k not in ("run",) and isinstance(v, (int, float))})
+
+    def finish(self, summary: dict) -> None:
+        if self.wandb is not None:
+            self.wandb.summary.update({k: v for k, v in summary.items()
+                                       if isinstance(v, (int, float, str))})
+
+    def close(self) -> None:
+        self.jsonl.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
