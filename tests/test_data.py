@@ -157,5 +157,5 @@ def test_failed_download_becomes_the_same_clear_error(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_lists_choices(root):
-    with pytest.raises(ValueError, match="unknown dataset 'corra'; allowed: chameleon, citeseer"):
+    with pytest.raises(ValueError, match="unknown dataset .corra.; allowed: 20news, chameleon, chickenpox, cifar10, citeseer"):
         load("corra", root)

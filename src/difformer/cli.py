@@ -44,8 +44,9 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}")
     _check(cfg.optim.weight_decay >= 0,
            f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
-    for key in ("runs", "epochs", "eval_step"):
-        _check(cfg.trainer[key] >= 1, f"trainer.{key} must be >= 1, got {cfg.trainer[key]}")
+    for key in ("runs", "epochs", "eval_step", "patience"):
+        if key in cfg.trainer:
+            _check(cfg.trainer[key] >= 1, f"trainer.{key} must be >= 1, got {cfg.trainer[key]}")
     device = str(cfg.trainer.device)
     _check(device in ("auto", "cpu") or device.startswith("cuda"),
            f"trainer.device={device} is not allowed; use auto, cpu, cuda or cuda:N")
@@ -71,36 +72,56 @@ def _dataset_overridden() -> bool:
                for o in HydraConfig.get().overrides.task)
 
 
+def _report(summary: dict, run_dir: Path) -> str:
+    n, ddof = summary["n_runs"], summary["std_ddof"]
+    if summary["metric"] == "mse":
+        scores = " | ".join(f"test MSE ({c}) {summary[f'test_mse_{c}_mean']:.4f} ± "
+                            f"{summary[f'test_mse_{c}_std']:.4f}" for c in ("paper", "standard"))
+        head = f"mse over {n} run(s), selected by the {summary['mse_convention']} convention: "
+    else:
+        scores = (f"test {100 * summary['test_mean']:.2f} ± {100 * summary['test_std']:.2f} | "
+                  f"valid {100 * summary['valid_mean']:.2f}")
+        head = f"{summary['metric']} over {n} run(s): "
+    return (f"{head}{scores} (sample std, ddof={ddof}) | {summary['wall_seconds']:.1f}s | "
+            f"{run_dir}")
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     from .data import DataRoot, load_dataset
     from .train.common import resolve_device
     from .train.fullgraph import train_fullgraph
     from .train.io import write_json
     from .train.loggers import RunLogger
+    from .train.temporal import train_temporal
 
     device = resolve_device(cfg.trainer.device)
     dataset, spec = load_dataset(cfg.dataset, DataRoot.from_config(cfg.paths))
+    if spec.regime != cfg.trainer.name:
+        raise ConfigError(f"dataset {spec.name} needs trainer={spec.regime}, "
+                          f"got trainer={cfg.trainer.name}")
     print(dataset.summary(), flush=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     logger = RunLogger(run_dir, cfg.logger, config)
+    common = dict(
+        dataset=dataset, spec=spec, model_name=cfg.model.name, model_kwargs=model_kwargs(cfg),
+        lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, epochs=cfg.trainer.epochs,
+        runs=cfg.trainer.runs, seed=cfg.seed, device=device, run_dir=run_dir, logger=logger,
+        dataset_config=OmegaConf.to_container(cfg.dataset, resolve=True), config=config,
+        progress=cfg.trainer.progress, save_checkpoints=cfg.trainer.save_checkpoints)
     try:
-        summary = train_fullgraph(
-            dataset=dataset, spec=spec, model_name=cfg.model.name, model_kwargs=model_kwargs(cfg),
-            lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, epochs=cfg.trainer.epochs,
-            runs=cfg.trainer.runs, eval_step=cfg.trainer.eval_step, seed=cfg.seed,
-            device=device, run_dir=run_dir, logger=logger,
-            dataset_config=OmegaConf.to_container(cfg.dataset, resolve=True), config=config,
-            progress=cfg.trainer.progress, save_checkpoints=cfg.trainer.save_checkpoints)
+        if spec.regime == "temporal":
+            summary = train_temporal(**common, patience=cfg.trainer.patience,
+                                     patience_mode=cfg.trainer.patience_mode,
+                                     mse=cfg.trainer.mse)
+        else:
+            summary = train_fullgraph(**common, eval_step=cfg.trainer.eval_step)
         summary["package_version"] = __version__
         summary["run_dir"] = str(run_dir)
         write_json(run_dir / "summary.json", summary)
         logger.finish(summary)
     finally:
         logger.close()
-    n = summary["n_runs"]
-    print(f"{spec.metric} over {n} run(s): test {100 * summary['test_mean']:.2f} ± "
-          f"{100 * summary['test_std']:.2f} | valid {100 * summary['valid_mean']:.2f} "
-          f"(sample std, ddof=1) | {summary['wall_seconds']:.1f}s | {run_dir}", flush=True)
+    print(_report(summary, run_dir), flush=True)
     return summary
 
 
@@ -112,7 +133,9 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
                                    state_dict_differences)
     from .train.common import resolve_device
     from .train.io import write_json
+    from .data.temporal import chrono_split_fingerprint
     from .train.metrics import evaluate
+    from .train.temporal import evaluate_temporal
 
     ckpt = load_checkpoint(cfg.checkpoint)
     recorded = ckpt["dataset"]
@@ -122,9 +145,10 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
               "out_channels": dataset.num_classes}
     model = build_model(ckpt["model"]["name"], **kwargs)
     split = dataset.split(recorded["run"], recorded["split_seed"])
+    temporal = spec.regime == "temporal"
     problems = state_dict_differences(model.state_dict(), ckpt["state_dict"])
     problems += fingerprint_differences(recorded["fingerprint"], dataset.fingerprint())
-    current_split = split_fingerprint(split)
+    current_split = chrono_split_fingerprint(split) if temporal else split_fingerprint(split)
     if current_split != recorded["split_fingerprint"]:
         problems.append(f"split: checkpoint={recorded['split_fingerprint']} "
                         f"current={current_split}")
@@ -134,17 +158,25 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     model.load_state_dict(ckpt["state_dict"], strict=True)
     device = resolve_device(cfg.trainer.device)
     model.to(device)
-    scores = evaluate(model, dataset.x.to(device), dataset.edge_index.to(device),
-                      dataset.y.to(device), split, spec.metric, spec.loss)
+    if temporal:
+        snaps = [dataset.snapshots[i] for i in split.test]
+        mse = evaluate_temporal(model, [(s.x.to(device), s.edge_index.to(device),
+                                         s.edge_weight.to(device), s.y.to(device))
+                                        for s in snaps])
+        scores = {"test": mse[ckpt["metrics"]["mse"]],
+                  **{f"test_mse_{k}": v for k, v in mse.items()}}
+    else:
+        scores = evaluate(model, dataset.x.to(device), dataset.edge_index.to(device),
+                          dataset.y.to(device), split, spec.metric, spec.loss)
     result = {"checkpoint": str(Path(cfg.checkpoint).resolve()), "dataset": dataset.name,
               "model": ckpt["model"]["name"], "metric": spec.metric, "run": recorded["run"],
               **scores, "recorded": ckpt["metrics"],
               "matches_recorded": scores["test"] == ckpt["metrics"].get("test"),
               "mismatches": problems, "device": str(device)}
     write_json(run_dir / "eval.json", result)
-    print(f"{dataset.name} | {spec.metric} test {100 * scores['test']:.2f} (recorded "
-          f"{100 * ckpt['metrics']['test']:.2f}) | valid {100 * scores['valid']:.2f} | "
-          f"{run_dir / 'eval.json'}", flush=True)
+    fmt = (lambda v: f"{v:.4f}") if temporal else (lambda v: f"{100 * v:.2f}")
+    print(f"{dataset.name} | {spec.metric} test {fmt(scores['test'])} (recorded "
+          f"{fmt(ckpt['metrics']['test'])}) | {run_dir / 'eval.json'}", flush=True)
     return result
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from .base import NodeDataset
-from .graph import prepare_edges, row_normalize, self_loops
+from .graph import prepare_edges, row_normalize
 from .sources import DataRoot
 from .splits import FixedMaskSplits, RandomClassSplit
 
@@ -80,18 +80,3 @@ def load_heterophily_npz(name: str, opts, root: DataRoot) -> NodeDataset:
                        edge_index=prepare_edges(edges, x.shape[0]),
                        num_classes=int(y.max()) + 1,
                        splits=FixedMaskSplits(*masks, source="filtered splits (Platonov et al.)"))
-
-
-def load_digits(name: str, opts, root: DataRoot) -> NodeDataset:
-    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes): instances without a
-    graph, split as the paper's image protocol (L per class / valid / rest, new per run)."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    bunch = sk_digits()
-    x = torch.as_tensor(bunch.data, dtype=torch.float) / 16.0
-    y = torch.as_tensor(bunch.target, dtype=torch.long)
-    return NodeDataset(name=name, x=x, y=y, edge_index=self_loops(x.shape[0]), num_classes=10,
-                       has_graph=False,
-                       splits=RandomClassSplit(y, opts.labels_per_class, opts.valid_num,
-                                               opts.get("test_num"),
-                                               shared=opts.get("shared_split", False)))

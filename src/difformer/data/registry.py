@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import loaders
+from . import instances, loaders, temporal
 from .base import NodeDataset
 from .sources import DataRoot
 
@@ -17,15 +17,18 @@ from .sources import DataRoot
 class DatasetSpec:
     name: str
     loader: Callable[..., NodeDataset]
-    task: str          # "multiclass"
-    loss: str          # key of difformer.train.metrics.LOSSES
-    metric: str        # key of difformer.train.metrics.METRICS
+    task: str          # "multiclass" | "regression"
+    loss: str          # key of LOSSES (regression: "mse", convention from trainer.mse)
+    metric: str        # key of METRICS / HIGHER_IS_BETTER in difformer.train.metrics
     protocol: str      # split protocol in words, for the README and logs
     source: str
+    regime: str = "fullgraph"  # the trainer it needs: fullgraph | temporal
 
 
 _PLANETOID = "20 per class / 500 valid / 1000 test, one split (seed) shared by all runs"
 _FIXED10 = "10 fixed splits, run i uses split i"
+_INSTANCES = "L per class / 1000 valid / rest test, a new split per run"
+_CHRONO = "chronological 20 % train / 20 % valid / 60 % test, the same in every run"
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
     DatasetSpec("cora", loaders.load_planetoid, "multiclass",
@@ -40,8 +43,20 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
                 "accuracy", _FIXED10 + " (filtered)", "Platonov et al. 2023"),
     DatasetSpec("squirrel", loaders.load_heterophily_npz, "multiclass", "cross_entropy",
                 "accuracy", _FIXED10 + " (filtered)", "Platonov et al. 2023"),
-    DatasetSpec("digits", loaders.load_digits, "multiclass", "cross_entropy", "accuracy",
+    DatasetSpec("digits", instances.load_digits, "multiclass", "cross_entropy", "accuracy",
                 "L per class / valid / rest, a new split per run", "scikit-learn load_digits"),
+    DatasetSpec("cifar10", instances.load_simclr_features, "multiclass", "cross_entropy",
+                "accuracy", _INSTANCES, "SimCLR ResNet-18 features (DIFFormer authors)"),
+    DatasetSpec("stl10", instances.load_simclr_features, "multiclass", "cross_entropy",
+                "accuracy", _INSTANCES, "SimCLR ResNet-18 features (DIFFormer authors)"),
+    DatasetSpec("20news", instances.load_20news, "multiclass", "cross_entropy", "accuracy",
+                _INSTANCES, "20 Newsgroups bydate, 10 categories (scikit-learn)"),
+    DatasetSpec("chickenpox", temporal.load_temporal, "regression", "mse", "mse", _CHRONO,
+                "PyTorch Geometric Temporal (Rozemberczki et al. 2021)", regime="temporal"),
+    DatasetSpec("covid", temporal.load_temporal, "regression", "mse", "mse", _CHRONO,
+                "PyTorch Geometric Temporal, England Covid", regime="temporal"),
+    DatasetSpec("wikimath", temporal.load_temporal, "regression", "mse", "mse", _CHRONO,
+                "PyTorch Geometric Temporal, Wikipedia vital mathematics", regime="temporal"),
 ]}
 
 
@@ -51,7 +66,8 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def load_dataset(opts, root: DataRoot) -> tuple[NodeDataset, DatasetSpec]:
+def load_dataset(opts, root: DataRoot) -> tuple[NodeDataset | temporal.TemporalDataset,
+                                                DatasetSpec]:
     """Load the dataset described by the ``dataset`` config node ``opts``."""
     spec = get_spec(opts.name)
     return spec.loader(opts.name, opts, root), spec

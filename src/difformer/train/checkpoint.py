@@ -34,8 +34,12 @@ def make_checkpoint(*, state_dict, model_name, model_kwargs, dataset_config, dat
     }
 
 
-def save_checkpoint(path: Path, checkpoint: dict) -> None:
-    save_torch(path, checkpoint)
+def save_run_checkpoint(run_dir: Path, run: int, **fields) -> str:
+    """Write run ``run``'s checkpoint to ``run_dir/checkpoints/run<run>.pt`` atomically and
+    return its path; ``fields`` are :func:`make_checkpoint`'s keywords other than ``run``."""
+    path = Path(run_dir) / "checkpoints" / f"run{run}.pt"
+    save_torch(path, make_checkpoint(run=run, **fields))
+    return str(path)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..data import NodeDataset, split_fingerprint
 from ..models import build_model
-from .checkpoint import make_checkpoint, save_checkpoint
+from .checkpoint import save_run_checkpoint
 from .common import mean_std, peak_memory_mb, seed_everything
 from .metrics import HIGHER_IS_BETTER, LOSSES, evaluate
 
@@ -67,15 +67,12 @@ def train_fullgraph(*, dataset: NodeDataset, spec, model_name: str, model_kwargs
                   "train": best["train"], "valid": best["valid"], "test": best["test"],
                   "seconds": time.time() - run_start}
         if save_checkpoints:
-            path = Path(run_dir) / "checkpoints" / f"run{run}.pt"
-            save_checkpoint(path, make_checkpoint(
-                state_dict=best_state, model_name=model_name, model_kwargs=kwargs,
+            record["checkpoint"] = save_run_checkpoint(
+                run_dir, run, state_dict=best_state, model_name=model_name, model_kwargs=kwargs,
                 dataset_config=dataset_config, data_fingerprint=data_fp,
-                split_fingerprint=split_fingerprint(split), run=run, seed=seed + run,
-                split_seed=seed, metrics={"metric": spec.metric, "best_epoch": best["epoch"],
-                                          **{k: best[k] for k in ("train", "valid", "test")}},
-                config=config))
-            record["checkpoint"] = str(path)
+                split_fingerprint=split_fingerprint(split), seed=seed + run, split_seed=seed,
+                metrics={"metric": spec.metric, "best_epoch": best["epoch"],
+                         **{k: best[k] for k in ("train", "valid", "test")}}, config=config)
         results.append(record)
         print(f"run {run:02d} | seed {seed + run} | best epoch {best['epoch']} | "
               f"train {100 * best['train']:.2f} | valid {100 * best['valid']:.2f} | "
