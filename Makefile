@@ -7,7 +7,10 @@ STAMP  := $(VENV)/.installed
 SHARED_DATA := $(abspath ../shared/data)
 export DIFFORMER_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),data)
 
-.PHONY: install run test test-slow reproduce-cora clean
+TABLE ?= 1
+JOBS  ?= 1
+
+.PHONY: install run test test-slow reproduce reproduce-cora clean
 
 install: $(STAMP)
 
@@ -28,6 +31,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# A paper table: runs the missing cells (resumable), writes reproduction/table$(TABLE).md/.csv/.png
+reproduce: $(STAMP)
+	$(BIN)/python scripts/reproduce.py --table $(TABLE) --jobs $(JOBS)
 
 # The paper's Cora cells (DIFFormer-s and -a, 5 runs x 500 epochs each).
 reproduce-cora: $(STAMP)

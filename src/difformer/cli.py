@@ -21,6 +21,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 _TOKEN = secrets.token_hex(3)
 if not OmegaConf.has_resolver("difformer_token"):
     OmegaConf.register_new_resolver("difformer_token", lambda: _TOKEN)
+if not OmegaConf.has_resolver("basename"):  # sweep subdirs named after the experiment's file
+    OmegaConf.register_new_resolver("basename", lambda path: str(path).rsplit("/", 1)[-1])
 
 
 class ConfigError(ValueError):
@@ -55,6 +57,27 @@ def validate(cfg: DictConfig) -> None:
         build_model(cfg.model.name, 1, 1, **model_kwargs(cfg))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"model: {err}") from err
+
+
+# Keys that do not change what a run computes: excluded from the config hash, so a finished
+# cell is recognised again whatever machine, path or logger the new invocation uses.
+VOLATILE_KEYS = ("paths", "logger", "mode", "checkpoint", "eval_allow_mismatch", "threads",
+                 "paper", "hydra")
+VOLATILE_TRAINER_KEYS = ("device", "progress", "save_checkpoints")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of the resolved settings that determine a run's result."""
+    import hashlib
+    import json
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for key in VOLATILE_KEYS:
+        container.pop(key, None)
+    for key in VOLATILE_TRAINER_KEYS:
+        container.get("trainer", {}).pop(key, None)
+    text = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def model_kwargs(cfg: DictConfig) -> dict:
@@ -116,6 +139,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         else:
             summary = train_fullgraph(**common, eval_step=cfg.trainer.eval_step)
         summary["package_version"] = __version__
+        summary["config_hash"] = config_hash(cfg)
         summary["run_dir"] = str(run_dir)
         write_json(run_dir / "summary.json", summary)
         logger.finish(summary)
@@ -185,23 +209,50 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from .train.io import write_text
 
     validate(cfg)
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     print(f"run directory: {run_dir}", flush=True)
     return train(cfg, run_dir) if cfg.mode == "train" else evaluate_checkpoint(cfg, run_dir)
 
 
+def _record_failure(run_dir: Path, cfg: DictConfig, err: BaseException) -> None:
+    """In a sweep, a failed job leaves status.json (why) and lets the other jobs go on."""
+    from .data import DatasetUnavailable
+    from .train.io import write_json
+
+    status = "unavailable" if isinstance(err, DatasetUnavailable) else "failed"
+    write_json(run_dir / "status.json", {
+        "status": status, "error": f"{type(err).__name__}: {err}",
+        "missing_path": getattr(err, "path", None), "config_hash": config_hash(cfg)})
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Returns the mean validation score, the objective of Hydra sweepers (e.g. Optuna)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from .data import DatasetUnavailable
     from .train.checkpoint import CheckpointError
 
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (ConfigError, DatasetUnavailable, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        result = run(cfg, run_dir)
+    except Exception as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            _record_failure(run_dir, cfg, err)
+            print(f"error: job {hydra_cfg.job.num} ({run_dir}): {err}", file=sys.stderr,
+                  flush=True)
+            return None
+        if isinstance(err, (ConfigError, DatasetUnavailable, CheckpointError)):
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        raise
+    return result.get("valid_mean")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,12 @@ T = TypeVar("T")
 
 
 class DatasetUnavailable(FileNotFoundError):
-    """Raised when a dataset's files are missing and cannot be downloaded."""
+    """Raised when a dataset's files are missing and cannot be downloaded; ``path`` is where
+    they were expected."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,8 @@ class DataRoot:
             f"dataset {name!r}: files not found at {self.data_dir / relpath} "
             f"(nor in the cache {self.cache_dir / relpath}); they come from {source}. "
             "Put them there, point DIFFORMER_DATA (or paths.data_dir=...) at a folder that "
-            "holds them, or run with internet access so the loader can download them.")
+            "holds them, or run with internet access so the loader can download them.",
+            path=str(self.data_dir / relpath))
 
     def load(self, name: str, relpath: str, source: str, required: list[str],
              loader: Callable[[], T]) -> T:

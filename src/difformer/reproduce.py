@@ -1,0 +1,253 @@
+"""Reproduce a paper table: run its cells as one Hydra multirun, resume, and report.
+
+    python scripts/reproduce.py --table 1 [--jobs 2] [--set trainer.epochs=10]
+
+Cells are the experiment configs under ``configs/experiment/paper/table<T>/`` (or
+``configs/experiment/<T>/``). A cell is skipped when its directory already holds a result
+(``summary.json``) for the same resolved settings (``config_hash``), or when it could not run
+for lack of data that is still missing; a cell whose settings changed is moved aside to
+``<cell>.stale-<time>`` (never deleted) and run again. The report ``<out>/<table>.md``, a CSV
+and a plot put our mean ± std beside the paper's with the difference and a verdict.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .cli import CONFIG_DIR, config_hash
+
+REPO = CONFIG_DIR.parent
+EXPERIMENTS = CONFIG_DIR / "experiment"
+
+
+def table_group(table: str) -> str:
+    """``1`` -> ``paper/table1``; ``heterophily`` -> ``paper/heterophily``; ``smoke`` -> ``smoke``."""
+    for name in (f"paper/table{table}", f"paper/{table}", table):
+        if (EXPERIMENTS / name).is_dir():
+            return name
+    known = sorted(str(p.parent.relative_to(EXPERIMENTS)) for p in EXPERIMENTS.rglob("*.yaml")
+                   if p.parent != EXPERIMENTS)
+    raise SystemExit(f"error: unknown table {table!r}; allowed: {', '.join(sorted(set(known)))}")
+
+
+def compose_cell(experiment: str, extra: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={experiment}", *extra])
+
+
+@dataclass
+class Cell:
+    experiment: str                     # e.g. paper/table1/cora_difformer_s
+    directory: Path
+    config_hash: str
+    paper: dict
+    status: str = "pending"             # done | pending | changed | unavailable | failed
+    summary: dict | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.experiment.rsplit("/", 1)[-1]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def inspect(cell: Cell) -> Cell:
+    """Set the cell's status from what its directory holds."""
+    summary = _read_json(cell.directory / "summary.json")
+    status = _read_json(cell.directory / "status.json")
+    if summary is not None:
+        same = summary.get("config_hash") == cell.config_hash
+        cell.status, cell.summary = ("done", summary) if same else ("changed", None)
+    elif status is not None:
+        if status.get("config_hash") != cell.config_hash:
+            cell.status = "changed"
+        elif status["status"] == "unavailable" and not Path(status.get("missing_path") or
+                                                            "/nonexistent").exists():
+            cell.status, cell.error = "unavailable", status.get("error")
+            cell.notes.append(f"looked for {status.get('missing_path')}")
+        else:  # failed before, or the data has appeared since: try again
+            cell.status, cell.error = "pending", status.get("error")
+    elif cell.directory.exists():
+        cell.status = "changed"  # an interrupted job: keep what it left, run it again
+    return cell
+
+
+def plan(table: str, out_dir: Path, extra: list[str]) -> list[Cell]:
+    group = table_group(table)
+    cells = []
+    for path in sorted((EXPERIMENTS / group).glob("*.yaml")):
+        experiment = f"{group}/{path.stem}"
+        cfg = compose_cell(experiment, extra)
+        paper = OmegaConf.to_container(cfg.get("paper") or OmegaConf.create({}), resolve=True)
+        cells.append(inspect(Cell(experiment, out_dir / path.stem, config_hash(cfg), paper)))
+    return cells
+
+
+def launch(cells: list[Cell], out_dir: Path, jobs: int, extra: list[str],
+           threads: int | None = None) -> int:
+    """Run the given cells as one multirun (joblib launcher when jobs > 1); each job gets
+    ``threads`` torch threads (default: the cores shared out), so jobs do not oversubscribe."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for cell in cells:
+        if cell.directory.exists():
+            cell.directory.rename(cell.directory.with_name(f"{cell.name}.stale-{stamp}"))
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    cmd = [sys.executable, str(REPO / "train.py"), "-m",
+           "experiment=" + ",".join(c.experiment for c in cells),
+           f"hydra.sweep.dir={out_dir}", "hydra.sweep.subdir='${basename:${hydra:runtime.choices.experiment}}'",
+           f"threads={threads}", "trainer.progress=false", *extra]
+    if jobs > 1:
+        cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+    print("running:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+
+
+# ---------------------------------------------------------------- report
+
+def scale(cell: Cell) -> float:
+    return 100.0 if cell.paper.get("unit") == "percent" else 1.0
+
+
+def verdict(ours_mean, ours_std, paper_mean, paper_std) -> str:
+    """'within' when |ours - paper| <= sqrt(ours_std^2 + paper_std^2) (missing stds count 0)."""
+    if paper_mean is None:
+        return "no paper number"
+    if ours_mean is None:
+        return "not run"
+    combined = math.hypot(ours_std or 0.0, paper_std or 0.0)
+    return "within" if abs(ours_mean - paper_mean) <= combined else "outside"
+
+
+def row(cell: Cell) -> dict:
+    p = cell.paper
+    out = {"cell": cell.name, "status": cell.status, "paper_mean": p.get("mean"),
+           "paper_std": p.get("std"), "paper_runs": p.get("runs"),
+           "paper_confidence": p.get("confidence"), "paper_source": p.get("source"),
+           "ours_mean": None, "ours_std": None, "n_runs": None, "ddof": None, "diff": None,
+           "verdict": None, "note": None}
+    s = cell.summary
+    if cell.status == "done" and s:
+        k = scale(cell)
+        std = s.get("test_std")
+        out.update(ours_mean=k * s["test_mean"], ours_std=None if std is None else k * std,
+                   n_runs=s["n_runs"], ddof=s.get("std_ddof"))
+        if p.get("mean") is not None:
+            out["diff"] = out["ours_mean"] - p["mean"]
+        out["verdict"] = verdict(out["ours_mean"], out["ours_std"], p.get("mean"), p.get("std"))
+        if s.get("metric") == "mse":
+            out["note"] = f"MSE, {s.get('mse_convention')} convention"
+    elif cell.status == "unavailable":
+        out["verdict"] = "not run: data unavailable"
+        out["note"] = "; ".join(cell.notes) or cell.error
+    else:
+        out["verdict"] = f"not run: {cell.status}"
+        out["note"] = cell.error
+    return out
+
+
+def _fmt(mean, std, digits):
+    if mean is None:
+        return "—"
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def write_report(table: str, cells: list[Cell], out_dir: Path) -> Path:
+    rows = [row(c) for c in cells]
+    name = table_group(table).rsplit("/", 1)[-1]
+    with open(out_dir / f"{name}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [f"# {name}: ours beside the paper", "",
+             f"Generated by `scripts/reproduce.py --table {table}` on "
+             f"{time.strftime('%Y-%m-%d')}. Ours: mean ± sample std (ddof = 1) over n runs; "
+             "verdict 'within' when |ours − paper| ≤ √(std_ours² + std_paper²).", "",
+             "| cell | ours | n | paper | paper source | diff | verdict | note |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r, c in zip(rows, cells):
+        digits = 2 if c.paper.get("unit") == "percent" else 4
+        diff = "—" if r["diff"] is None else f"{r['diff']:+.{digits}f}"
+        lines.append(f"| {r['cell']} | {_fmt(r['ours_mean'], r['ours_std'], digits)} | "
+                     f"{r['n_runs'] or '—'} | {_fmt(r['paper_mean'], r['paper_std'], digits)} | "
+                     f"{r['paper_confidence'] or '—'} | {diff} | {r['verdict']} | "
+                     f"{(r['note'] or '').replace('|', '/')} |")
+    report = out_dir / f"{name}.md"
+    report.write_text("\n".join(lines) + "\n")
+    _plot(rows, out_dir / f"{name}.png", name)
+    return report
+
+
+def _plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(rows)), 3.5))
+    xs = range(len(rows))
+    for offset, key, label in ((-0.2, "ours", "ours"), (0.2, "paper", "paper")):
+        means = [r[f"{key}_mean"] if r[f"{key}_mean"] is not None else math.nan for r in rows]
+        stds = [r[f"{key}_std"] or 0.0 for r in rows]
+        ax.bar([x + offset for x in xs], means, width=0.4, yerr=stds, label=label, capsize=3)
+    ax.set_xticks(list(xs), [r["cell"] for r in rows], rotation=45, ha="right", fontsize=7)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--table", required=True, help="1, 3, 4, heterophily, smoke, ...")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel jobs (joblib launcher)")
+    parser.add_argument("--out", default=None, help="default: reproduction/")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per job (default: cores / jobs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override applied to every cell (part of its config hash)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from the results present, run nothing")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        raise SystemExit(f"error: --jobs must be >= 1, got {args.jobs}")
+    group = table_group(args.table)
+    out_dir = Path(args.out or REPO / "reproduction").resolve() / "runs" / group.rsplit("/", 1)[-1]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cells = plan(args.table, out_dir, args.set)
+    todo = [c for c in cells if c.status in ("pending", "changed")]
+    skipped = [c for c in cells if c not in todo]
+    print(f"{len(cells)} cells: {len(todo)} to run, {len(skipped)} skipped "
+          f"({', '.join(f'{c.name}: {c.status}' for c in skipped) or 'none'})", flush=True)
+    if todo and not args.report_only:
+        if launch(todo, out_dir, args.jobs, args.set, args.threads) != 0:
+            print("warning: the multirun exited with an error; see the cells' status",
+                  file=sys.stderr)
+        cells = [inspect(Cell(c.experiment, c.directory, c.config_hash, c.paper)) for c in cells]
+    report = write_report(args.table, cells, out_dir.parent.parent)
+    print(report.read_text())
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
