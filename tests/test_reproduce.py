@@ -167,3 +167,27 @@ def test_launcher_configs_compose(launcher, target):
     assert cfg.hydra.launcher._target_.endswith(target)
     if launcher == "slurm":
         assert cfg.hydra.launcher.timeout_min == 720 and cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_a_sweep_resumes_by_skipping_finished_jobs(tmp_path):
+    args = ["-m", "model.num_layers=1,2", "trainer.runs=1", "trainer.epochs=2",
+            f"hydra.sweep.dir={tmp_path}"]
+    train_py(*args)
+    first = [(tmp_path / f"{i}/summary.json").read_text() for i in (0, 1)]
+    proc = train_py(*args)
+    assert proc.stdout.count("already finished with the same settings") == 2
+    assert [(tmp_path / f"{i}/summary.json").read_text() for i in (0, 1)] == first
+    # other settings in the same directories: run again, the old results moved aside
+    proc = train_py(*args[:-2], "trainer.epochs=3", f"hydra.sweep.dir={tmp_path}")
+    assert "already finished" not in proc.stdout
+    stale = list((tmp_path / "0").glob("stale-*/summary.json"))
+    assert len(stale) == 1 and stale[0].read_text() == first[0]
+    assert json.loads((tmp_path / "0/summary.json").read_text())["runs"][0]["best_epoch"] <= 2
+
+
+def test_an_interrupted_run_is_moved_aside_and_run_again(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"run": 0, "epoch": 0}\n')
+    train_py("trainer.runs=1", "trainer.epochs=2", f"hydra.run.dir={tmp_path}")
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["epoch"] == 0  # a fresh file
+    assert len(list(tmp_path.glob("stale-*/metrics.jsonl"))) == 1

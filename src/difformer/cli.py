@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -62,7 +63,7 @@ def validate(cfg: DictConfig) -> None:
 # Keys that do not change what a run computes: excluded from the config hash, so a finished
 # cell is recognised again whatever machine, path or logger the new invocation uses.
 VOLATILE_KEYS = ("paths", "logger", "mode", "checkpoint", "eval_allow_mismatch", "threads",
-                 "paper", "hydra")
+                 "resume", "paper", "hydra")
 VOLATILE_TRAINER_KEYS = ("device", "progress", "save_checkpoints")
 
 
@@ -204,11 +205,42 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     return result
 
 
+RUN_OUTPUTS = ("summary.json", "status.json", "metrics.jsonl", "config.yaml", "checkpoints")
+
+
+def previous_result(run_dir: Path, cfg: DictConfig) -> dict | None:
+    """Resume support. A finished run with the same settings in ``run_dir`` is returned (and
+    not run again); anything else a previous attempt left there (an interrupted run, other
+    settings, a failure) is moved to ``run_dir/stale-<time>/`` -- never deleted."""
+    import json
+    import shutil
+
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("config_hash") == config_hash(cfg):
+            return summary
+    leftovers = [run_dir / name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if leftovers:
+        stale = run_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}-{_TOKEN}"
+        stale.mkdir(parents=True)
+        for path in leftovers:
+            shutil.move(str(path), str(stale / path.name))
+        print(f"moved a previous attempt's files to {stale}", flush=True)
+    return None
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Validate, write the resolved config, and dispatch on ``cfg.mode``."""
     from .train.io import write_text
 
     validate(cfg)
+    if cfg.mode == "train" and cfg.get("resume", True):
+        done = previous_result(run_dir, cfg)
+        if done is not None:
+            print(f"already finished with the same settings: {run_dir} (skipped; resume=false "
+                  "runs it again)", flush=True)
+            return done
     if cfg.get("threads"):
         import torch
 
