@@ -191,3 +191,15 @@ def test_an_interrupted_run_is_moved_aside_and_run_again(tmp_path):
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["epoch"] == 0  # a fresh file
     assert len(list(tmp_path.glob("stale-*/metrics.jsonl"))) == 1
+
+
+def test_readme_block_is_replaced(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:smoke:start -->\nold\n<!-- results:smoke:end -->\ntail\n")
+    report = tmp_path / "smoke.md"
+    report.write_text("# smoke: ours beside the paper\n\n| cell |\n| --- |\n| a |\n")
+    reproduce.update_readme(readme, report)
+    assert readme.read_text() == ("intro\n<!-- results:smoke:start -->\n| cell |\n| --- |\n| a |\n"
+                                  "<!-- results:smoke:end -->\ntail\n")
+    with pytest.raises(SystemExit, match="no <!-- results:other:start -->"):
+        reproduce.update_readme(readme, report.rename(tmp_path / "other.md"))

@@ -216,6 +216,18 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def update_readme(readme: Path, report: Path) -> None:
+    """Replace the block between ``<!-- results:<name>:start -->`` and ``...:end -->``."""
+    name = report.stem
+    start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"error: {readme} has no {start} ... {end} block")
+    body = report.read_text().split("\n", 2)[2].strip()  # drop the report's title line
+    head, rest = text.split(start, 1)
+    readme.write_text(f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", required=True, help="1, 3, 4, heterophily, smoke, ...")
@@ -227,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="an override applied to every cell (part of its config hash)")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from the results present, run nothing")
+    parser.add_argument("--readme", action="store_true",
+                        help="also put the table into README.md between its results markers")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         raise SystemExit(f"error: --jobs must be >= 1, got {args.jobs}")
@@ -244,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         cells = [inspect(Cell(c.experiment, c.directory, c.config_hash, c.paper)) for c in cells]
     report = write_report(args.table, cells, out_dir.parent.parent)
+    if args.readme:
+        update_readme(REPO / "README.md", report)
     print(report.read_text())
     print(f"report: {report}")
     return 0
