@@ -112,6 +112,7 @@ def _report(summary: dict, run_dir: Path) -> str:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     from .data import DataRoot, load_dataset
+    from .models import build_model
     from .train.common import resolve_device
     from .train.fullgraph import train_fullgraph
     from .train.io import write_json
@@ -123,6 +124,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     if spec.regime != cfg.trainer.name:
         raise ConfigError(f"dataset {spec.name} needs trainer={spec.regime}, "
                           f"got trainer={cfg.trainer.name}")
+    probe = build_model(cfg.model.name, 1, 1, **model_kwargs(cfg))
+    if getattr(probe, "requires_graph", False) and not getattr(dataset, "has_graph", True):
+        raise ConfigError(f"model {cfg.model.name} uses the input graph, but dataset "
+                          f"{spec.name} has none: set dataset.knn_k=5 for a k-NN graph (or, "
+                          "for DIFFormer, model.use_graph=false)")
     print(dataset.summary(), flush=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     logger = RunLogger(run_dir, cfg.logger, config)

@@ -212,6 +212,11 @@ class DIFFormer(nn.Module):
         self.use_graph = use_graph
         self.use_source = use_source
 
+    @property
+    def requires_graph(self) -> bool:
+        """Only the GCN branch reads the edges."""
+        return self.use_graph
+
     def reset_parameters(self) -> None:
         for module in (*self.convs, *self.bns, *self.fcs):
             module.reset_parameters()
