@@ -10,7 +10,7 @@ export DIFFORMER_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),data)
 TABLE ?= 1
 JOBS  ?= 1
 
-.PHONY: install run test test-slow reproduce reproduce-cora clean
+.PHONY: install run test test-slow reproduce reproduce-cora bench clean
 
 install: $(STAMP)
 
@@ -43,3 +43,7 @@ reproduce-cora: $(STAMP)
 
 clean:
 	rm -rf outputs data/cache .pytest_cache
+
+# Benchmarks: side-by-side ratios printed and written to bench/results.json (not part of CI).
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py

@@ -263,3 +263,24 @@ def test_registry():
     assert isinstance(model, DIFFormer) and model.fcs[0].in_features == 7
     with pytest.raises(ValueError, match="unknown model .nope.; allowed: appnp, difformer, gat"):
         build_model("nope", 1, 1)
+
+
+@pytest.mark.parametrize("heads,use_weight", [(1, True), (2, True), (2, False)])
+def test_chunked_sigmoid_attention_equals_dense(heads, use_weight):
+    torch.manual_seed(0)
+    n = 101
+    dense = DIFFormer(6, 8, 3, num_layers=2, num_heads=heads, kernel="sigmoid", dropout=0.0,
+                      use_weight=use_weight)
+    chunked = DIFFormer(6, 8, 3, num_layers=2, num_heads=heads, kernel="sigmoid", dropout=0.0,
+                        use_weight=use_weight, attention_chunk=16)
+    chunked.load_state_dict(dense.state_dict())
+    x = torch.randn(n, 6)
+    edge_index, _ = random_graph(n, 200, seed=6)
+    out_d, out_c = dense(x, edge_index), chunked(x, edge_index)
+    assert torch.allclose(out_d, out_c, atol=1e-5)
+    out_d.square().sum().backward()
+    out_c.square().sum().backward()
+    for (name, pd), pc in zip(dense.named_parameters(), chunked.parameters()):
+        assert torch.allclose(pd.grad, pc.grad, atol=1e-5), name
+    with torch.no_grad():
+        assert torch.allclose(chunked.eval()(x, edge_index), dense.eval()(x, edge_index), atol=1e-5)

@@ -47,8 +47,8 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}")
     _check(cfg.optim.weight_decay >= 0,
            f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
-    for key in ("runs", "epochs", "eval_step", "patience"):
-        if key in cfg.trainer:
+    for key in ("runs", "epochs", "eval_step", "patience", "batch_size"):
+        if cfg.trainer.get(key) is not None:
             _check(cfg.trainer[key] >= 1, f"trainer.{key} must be >= 1, got {cfg.trainer[key]}")
     device = str(cfg.trainer.device)
     _check(device in ("auto", "cpu") or device.startswith("cuda"),
@@ -121,8 +121,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     device = resolve_device(cfg.trainer.device)
     dataset, spec = load_dataset(cfg.dataset, DataRoot.from_config(cfg.paths))
-    if spec.regime != cfg.trainer.name:
-        raise ConfigError(f"dataset {spec.name} needs trainer={spec.regime}, "
+    allowed = ("temporal",) if spec.regime == "temporal" else ("fullgraph", "minibatch")
+    if cfg.trainer.name not in allowed:
+        raise ConfigError(f"dataset {spec.name} needs trainer={' or '.join(allowed)}, "
                           f"got trainer={cfg.trainer.name}")
     probe = build_model(cfg.model.name, 1, 1, **model_kwargs(cfg))
     if getattr(probe, "requires_graph", False) and not getattr(dataset, "has_graph", True):
@@ -144,7 +145,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                                      patience_mode=cfg.trainer.patience_mode,
                                      mse=cfg.trainer.mse)
         else:
-            summary = train_fullgraph(**common, eval_step=cfg.trainer.eval_step)
+            summary = train_fullgraph(**common, eval_step=cfg.trainer.eval_step,
+                                      batch_size=cfg.trainer.get("batch_size"))
         summary["package_version"] = __version__
         summary["config_hash"] = config_hash(cfg)
         summary["run_dir"] = str(run_dir)

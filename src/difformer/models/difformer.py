@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 KERNELS = ("simple", "sigmoid", "simple_pernode")
 
@@ -48,7 +49,28 @@ def _linear_attention(qs: Tensor, ks: Tensor, vs: Tensor) -> tuple[Tensor, Tenso
     return numerator / denominator, denominator
 
 
-def attention_conv(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str) -> Tensor:
+def _sigmoid_rows(qs: Tensor, ks: Tensor, vs: Tensor) -> Tensor:
+    # (S V) / rowsum(S) equals (S / rowsum(S)) V but normalises N x D numbers instead of
+    # N x N, and batched matmuls over heads avoid einsum's permuted copies (~1.5x faster).
+    scores = torch.sigmoid(qs.transpose(0, 1) @ ks.permute(1, 2, 0))  # [H, N, L]
+    out = (scores @ vs.transpose(0, 1)) / scores.sum(dim=-1, keepdim=True)
+    return out.transpose(0, 1)
+
+
+def sigmoid_attention(qs: Tensor, ks: Tensor, vs: Tensor, chunk: int | None = None) -> Tensor:
+    """DIFFormer-a. With ``chunk``, query rows are processed ``chunk`` at a time and each block
+    is recomputed in the backward pass (activation checkpointing), so memory is O(N * chunk)
+    instead of O(N^2); the result is the same up to float rounding."""
+    if chunk is None or qs.shape[0] <= chunk:
+        return _sigmoid_rows(qs, ks, vs)
+    if not torch.is_grad_enabled():
+        return torch.cat([_sigmoid_rows(block, ks, vs) for block in qs.split(chunk)])
+    return torch.cat([checkpoint(_sigmoid_rows, block, ks, vs, use_reentrant=False)
+                      for block in qs.split(chunk)])
+
+
+def attention_conv(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str,
+                   chunk: int | None = None) -> Tensor:
     """All-pair diffusion of values ``vs`` [L, H|1, D] under ``kernel``; returns [N, H, D]."""
     if kernel == "simple":
         # One scalar per tensor (Frobenius norm over nodes, heads and channels), as coded.
@@ -56,11 +78,7 @@ def attention_conv(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str) -> Tensor:
     if kernel == "simple_pernode":
         return _linear_attention(F.normalize(qs, p=2, dim=-1), F.normalize(ks, p=2, dim=-1), vs)[0]
     if kernel == "sigmoid":
-        # (S V) / rowsum(S) equals (S / rowsum(S)) V but normalises N x D numbers instead of
-        # N x N, and batched matmuls over heads avoid einsum's permuted copies (~1.5x faster).
-        scores = torch.sigmoid(qs.transpose(0, 1) @ ks.permute(1, 2, 0))  # [H, N, L]
-        out = (scores @ vs.transpose(0, 1)) / scores.sum(dim=-1, keepdim=True)
-        return out.transpose(0, 1)
+        return sigmoid_attention(qs, ks, vs, chunk)
     raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
 
 
@@ -112,7 +130,7 @@ class DIFFormerConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, num_heads: int = 1,
                  kernel: str = "simple", use_graph: bool = True, use_weight: bool = True,
-                 graph_weight: float = -1.0):
+                 graph_weight: float = -1.0, attention_chunk: int | None = None):
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
@@ -127,6 +145,7 @@ class DIFFormerConv(nn.Module):
         self.use_graph = use_graph
         self.use_weight = use_weight
         self.graph_weight = graph_weight
+        self.attention_chunk = attention_chunk
 
     def reset_parameters(self) -> None:
         self.Wk.reset_parameters()
@@ -147,7 +166,7 @@ class DIFFormerConv(nn.Module):
     def forward(self, x: Tensor, adj: Tensor | None = None) -> Tensor:
         """x [N, h]; adj the normalised adjacency from :func:`gcn_normalized_adjacency`."""
         query, key, value = self.qkv(x)
-        out = attention_conv(query, key, value, self.kernel)
+        out = attention_conv(query, key, value, self.kernel, self.attention_chunk)
         if self.use_graph:
             if adj is None:
                 raise ValueError("use_graph=True needs an edge_index")
@@ -177,13 +196,17 @@ class DIFFormer(nn.Module):
         use_graph: add the GCN branch on V using ``edge_index``.
         graph_weight: > 0 mixes ``(1-gw)*attention + gw*gcn``; otherwise they are summed.
         use_source: add the input block's output after each layer's diffusion.
+        attention_chunk: sigmoid kernel only: process this many query rows at a time and
+            recompute them in backward, O(N * chunk) memory instead of O(N^2). Not a weight:
+            checkpoints do not depend on it.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
                  num_layers: int = 2, num_heads: int = 1, kernel: str = "simple",
                  alpha: float = 0.5, dropout: float = 0.5, use_bn: bool = True,
                  use_residual: bool = True, use_weight: bool = True, use_graph: bool = True,
-                 graph_weight: float = -1.0, use_source: bool = False):
+                 graph_weight: float = -1.0, use_source: bool = False,
+                 attention_chunk: int | None = None):
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
@@ -195,10 +218,13 @@ class DIFFormer(nn.Module):
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        if attention_chunk is not None and attention_chunk < 1:
+            raise ValueError(f"attention_chunk must be >= 1 or None, got {attention_chunk}")
         # Registration order convs, fcs, bns matches the official state_dict.
         self.convs = nn.ModuleList(
             DIFFormerConv(hidden_channels, hidden_channels, num_heads=num_heads, kernel=kernel,
-                          use_graph=use_graph, use_weight=use_weight, graph_weight=graph_weight)
+                          use_graph=use_graph, use_weight=use_weight, graph_weight=graph_weight,
+                          attention_chunk=attention_chunk)
             for _ in range(num_layers))
         self.fcs = nn.ModuleList([nn.Linear(in_channels, hidden_channels),
                                   nn.Linear(hidden_channels, out_channels)])

@@ -1,8 +1,10 @@
-"""Full-graph training (official ``node classification/main.py``), one loop for all models.
+"""Node-classification training, one loop for all models.
 
-Per run: seed ``seed + run``, a fresh model and a fresh Adam, ``epochs`` steps on the whole
-graph with the loss on the train nodes, evaluation every ``eval_step`` epochs; the epoch with
-the best validation score (first maximum) gives the reported test score.
+Per run: seed ``seed + run``, a fresh model and a fresh Adam; each epoch either one step on the
+whole graph (official ``main.py``) or, with ``batch_size``, one step per chunk of a random node
+partition (official ``main-batch.py``, see :mod:`.minibatch`); the loss is on the train nodes.
+Evaluation runs on the full graph every ``eval_step`` epochs; the epoch with the best validation
+score (first maximum) gives the reported test score.
 """
 from __future__ import annotations
 
@@ -17,13 +19,14 @@ from ..models import build_model
 from .checkpoint import save_run_checkpoint
 from .common import mean_std, peak_memory_mb, seed_everything
 from .metrics import HIGHER_IS_BETTER, LOSSES, evaluate
+from .minibatch import RandomPartitionStep
 
 
 def train_fullgraph(*, dataset: NodeDataset, spec, model_name: str, model_kwargs: dict,
                     lr: float, weight_decay: float, epochs: int, runs: int, eval_step: int,
                     seed: int, device: torch.device, run_dir: Path, logger,
                     dataset_config: dict, config: dict, progress: bool = True,
-                    save_checkpoints: bool = True) -> dict:
+                    save_checkpoints: bool = True, batch_size: int | None = None) -> dict:
     start = time.time()
     x, y = dataset.x.to(device), dataset.y.to(device)
     edge_index = dataset.edge_index.to(device)
@@ -42,25 +45,31 @@ def train_fullgraph(*, dataset: NodeDataset, spec, model_name: str, model_kwargs
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         best, best_state = None, None
+        minibatch = None if batch_size is None else RandomPartitionStep(
+            dataset.x, dataset.y, dataset.edge_index, split.train, batch_size, loss_fn, device)
         bar = tqdm(range(epochs), desc=f"run {run}", leave=False,
                    disable=None if progress else True)
         for epoch in bar:
             t0 = time.time()
-            model.train()
-            optimizer.zero_grad()
-            out = model(x, edge_index)
-            loss = loss_fn(out[split.train], y[split.train])
-            loss.backward()
-            optimizer.step()
+            if minibatch is not None:
+                loss = minibatch(model, optimizer)
+            else:
+                model.train()
+                optimizer.zero_grad()
+                out = model(x, edge_index)
+                loss_t = loss_fn(out[split.train], y[split.train])
+                loss_t.backward()
+                optimizer.step()
+                loss = loss_t.item()
             if epoch % eval_step and epoch != epochs - 1:
                 continue
             scores = evaluate(model, x, edge_index, y, split, spec.metric, spec.loss)
-            logger.log({"run": run, "epoch": epoch, "loss": loss.item(), **scores,
+            logger.log({"run": run, "epoch": epoch, "loss": loss, **scores,
                         "seconds": time.time() - t0, "peak_memory_mb": peak_memory_mb(device)})
             if best is None or better(scores["valid"], best["valid"]):
                 best = {"epoch": epoch, **scores}
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            bar.set_postfix(loss=f"{loss.item():.4f}", valid=f"{scores['valid']:.4f}",
+            bar.set_postfix(loss=f"{loss:.4f}", valid=f"{scores['valid']:.4f}",
                             best=f"{best['valid']:.4f}")
         bar.close()
         record = {"run": run, "seed": seed + run, "best_epoch": best["epoch"],
@@ -80,6 +89,7 @@ def train_fullgraph(*, dataset: NodeDataset, spec, model_name: str, model_kwargs
     test_mean, test_std = mean_std([r["test"] for r in results])
     valid_mean, valid_std = mean_std([r["valid"] for r in results])
     return {"dataset": dataset.name, "model": model_name, "metric": spec.metric,
+            "regime": "fullgraph" if batch_size is None else f"minibatch (B={batch_size})",
             "higher_is_better": HIGHER_IS_BETTER[spec.metric], "split": dataset.splits.description,
             "test_mean": test_mean, "test_std": test_std, "valid_mean": valid_mean,
             "valid_std": valid_std, "std_ddof": 1, "n_runs": len(results), "runs": results,
