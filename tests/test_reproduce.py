@@ -203,3 +203,18 @@ def test_readme_block_is_replaced(tmp_path):
                                   "<!-- results:smoke:end -->\ntail\n")
     with pytest.raises(SystemExit, match="no <!-- results:other:start -->"):
         reproduce.update_readme(readme, report.rename(tmp_path / "other.md"))
+
+
+def test_config_hash_ignores_nulls_and_volatile_keys(compose):
+    from omegaconf import open_dict
+
+    from difformer.cli import config_hash
+
+    base = compose("dataset=cora", "model=difformer_s")
+    same = compose("dataset=cora", "model=difformer_s", "trainer.device=cpu", "threads=1",
+                   "paths.data_dir=/elsewhere", "logger=wandb")
+    with open_dict(same):
+        same.model.future_option = None  # a new option whose null default changes nothing
+    assert config_hash(base) == config_hash(same)
+    assert config_hash(base) != config_hash(compose("dataset=cora", "model=difformer_s",
+                                                    "model.num_layers=4"))

@@ -67,8 +67,15 @@ VOLATILE_KEYS = ("paths", "logger", "mode", "checkpoint", "eval_allow_mismatch",
 VOLATILE_TRAINER_KEYS = ("device", "progress", "save_checkpoints")
 
 
+def _drop_nulls(obj):
+    if isinstance(obj, dict):
+        return {k: _drop_nulls(v) for k, v in obj.items() if v is not None}
+    return obj
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """Hash of the resolved settings that determine a run's result."""
+    """Hash of the resolved settings that determine a run's result. Null values are left
+    out, so a new option whose null default keeps the old behaviour keeps old results valid."""
     import hashlib
     import json
 
@@ -77,8 +84,15 @@ def config_hash(cfg: DictConfig) -> str:
         container.pop(key, None)
     for key in VOLATILE_TRAINER_KEYS:
         container.get("trainer", {}).pop(key, None)
-    text = json.dumps(container, sort_keys=True, default=str)
+    text = json.dumps(_drop_nulls(container), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def recorded_hash(run_dir: Path, summary: dict) -> str | None:
+    """The settings hash of a finished run, from its saved resolved config (so results stay
+    recognised when the hash function evolves), else the hash stored in its summary."""
+    saved = run_dir / "config.yaml"
+    return config_hash(OmegaConf.load(saved)) if saved.exists() else summary.get("config_hash")
 
 
 def model_kwargs(cfg: DictConfig) -> dict:
@@ -226,7 +240,7 @@ def previous_result(run_dir: Path, cfg: DictConfig) -> dict | None:
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
-        if summary.get("config_hash") == config_hash(cfg):
+        if recorded_hash(run_dir, summary) == config_hash(cfg):
             return summary
     leftovers = [run_dir / name for name in RUN_OUTPUTS if (run_dir / name).exists()]
     if leftovers:
