@@ -35,6 +35,19 @@ KERNELS = ("simple", "sigmoid", "simple_pernode")
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
+def check_kernel(kernel: str) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
+
+
+def _normalise_qk(qs: Tensor, ks: Tensor, kernel: str) -> tuple[Tensor, Tensor]:
+    """``simple``: one Frobenius norm over the whole [N, H, h] tensor, as coded officially;
+    ``simple_pernode``: per-node L2."""
+    if kernel == "simple":
+        return qs / torch.norm(qs, p=2), ks / torch.norm(ks, p=2)
+    return F.normalize(qs, p=2, dim=-1), F.normalize(ks, p=2, dim=-1)
+
+
 def _linear_attention(qs: Tensor, ks: Tensor, vs: Tensor) -> tuple[Tensor, Tensor]:
     """(1 + q.k)-kernel attention for already-normalised q, k.
 
@@ -72,14 +85,10 @@ def sigmoid_attention(qs: Tensor, ks: Tensor, vs: Tensor, chunk: int | None = No
 def attention_conv(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str,
                    chunk: int | None = None) -> Tensor:
     """All-pair diffusion of values ``vs`` [L, H|1, D] under ``kernel``; returns [N, H, D]."""
-    if kernel == "simple":
-        # One scalar per tensor (Frobenius norm over nodes, heads and channels), as coded.
-        return _linear_attention(qs / torch.norm(qs, p=2), ks / torch.norm(ks, p=2), vs)[0]
-    if kernel == "simple_pernode":
-        return _linear_attention(F.normalize(qs, p=2, dim=-1), F.normalize(ks, p=2, dim=-1), vs)[0]
+    check_kernel(kernel)
     if kernel == "sigmoid":
         return sigmoid_attention(qs, ks, vs, chunk)
-    raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
+    return _linear_attention(*_normalise_qk(qs, ks, kernel), vs)[0]
 
 
 def attention_matrix(qs: Tensor, ks: Tensor, kernel: str, full_kernel: bool = False) -> Tensor:
@@ -89,15 +98,11 @@ def attention_matrix(qs: Tensor, ks: Tensor, kernel: str, full_kernel: bool = Fa
     leaving out the constant ``1 / denominator`` part of the kernel; ``full_kernel=True``
     adds it, giving rows that sum to one and reproduce the layer's attention output.
     """
+    check_kernel(kernel)
     if kernel == "sigmoid":
         scores = torch.sigmoid(torch.einsum("nhm,lhm->nlh", qs, ks))
         return scores / scores.sum(dim=1, keepdim=True)
-    if kernel == "simple":
-        qs, ks = qs / torch.norm(qs, p=2), ks / torch.norm(ks, p=2)
-    elif kernel == "simple_pernode":
-        qs, ks = F.normalize(qs, p=2, dim=-1), F.normalize(ks, p=2, dim=-1)
-    else:
-        raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
+    qs, ks = _normalise_qk(qs, ks, kernel)
     n = qs.shape[0]
     denominator = torch.einsum("nhm,hm->nh", qs, ks.sum(dim=0)).unsqueeze(1) + n  # [N, 1, H]
     scores = torch.einsum("nhm,lhm->nlh", qs, ks)
@@ -132,8 +137,7 @@ class DIFFormerConv(nn.Module):
                  kernel: str = "simple", use_graph: bool = True, use_weight: bool = True,
                  graph_weight: float = -1.0, attention_chunk: int | None = None):
         super().__init__()
-        if kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
+        check_kernel(kernel)
         # Registration order Wk, Wq, Wv matches the official state_dict.
         self.Wk = nn.Linear(in_channels, out_channels * num_heads)
         self.Wq = nn.Linear(in_channels, out_channels * num_heads)
@@ -208,8 +212,7 @@ class DIFFormer(nn.Module):
                  graph_weight: float = -1.0, use_source: bool = False,
                  attention_chunk: int | None = None):
         super().__init__()
-        if kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
+        check_kernel(kernel)
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if num_heads < 1:
