@@ -121,7 +121,7 @@ def test_every_experiment_config_composes_and_runs_one_epoch(experiment, compose
     if experiment == "hyper_search":
         return  # a sweep definition; composed here, run by the Optuna test below
     paper = cfg.paper
-    assert paper.metric in ("accuracy", "mse_paper") and paper.confidence in (
+    assert paper.metric in ("accuracy", "rocauc_ogb", "mse_paper") and paper.confidence in (
         "verified", "recalled", "none")
     try:
         summary = run(cfg, tmp_path)

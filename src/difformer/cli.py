@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import secrets
 import sys
 import time
@@ -19,7 +21,10 @@ from . import __version__
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 # One token per process, so two jobs started in the same second get different run
 # directories; it is constant within a process, so every interpolation agrees.
-_TOKEN = secrets.token_hex(3)
+# Under torchrun all ranks share the elastic run id, hence the token and (started within the
+# same second) the run directory.
+_TOKEN = (hashlib.sha256(os.environ["TORCHELASTIC_RUN_ID"].encode()).hexdigest()[:6]
+          if os.environ.get("TORCHELASTIC_RUN_ID") else secrets.token_hex(3))
 if not OmegaConf.has_resolver("difformer_token"):
     OmegaConf.register_new_resolver("difformer_token", lambda: _TOKEN)
 if not OmegaConf.has_resolver("basename"):  # sweep subdirs named after the experiment's file
@@ -50,9 +55,19 @@ def validate(cfg: DictConfig) -> None:
     for key in ("runs", "epochs", "eval_step", "patience", "batch_size"):
         if cfg.trainer.get(key) is not None:
             _check(cfg.trainer[key] >= 1, f"trainer.{key} must be >= 1, got {cfg.trainer[key]}")
-    device = str(cfg.trainer.device)
-    _check(device in ("auto", "cpu") or device.startswith("cuda"),
-           f"trainer.device={device} is not allowed; use auto, cpu, cuda or cuda:N")
+    for key in ("device", "eval_device"):
+        device = cfg.trainer.get(key)
+        if key == "eval_device" and device is None:
+            continue
+        device = str(device)
+        _check(device in ("auto", "cpu") or device.startswith("cuda"),
+               f"trainer.{key}={device} is not allowed; use auto, cpu, cuda or cuda:N")
+    if cfg.trainer.get("eval_chunk") is not None:
+        _check(cfg.trainer.eval_chunk >= 1,
+               f"trainer.eval_chunk must be >= 1 or null, got {cfg.trainer.eval_chunk}")
+    precision = str(cfg.trainer.get("precision") or 32)
+    _check(precision in ("32", "bf16"),
+           f"trainer.precision={precision} is not allowed; use null (float32), 32 or bf16")
     # The model's own constructor knows its valid arguments (kernel, layers, alpha, ...).
     try:
         build_model(cfg.model.name, 1, 1, **model_kwargs(cfg))
@@ -64,7 +79,7 @@ def validate(cfg: DictConfig) -> None:
 # cell is recognised again whatever machine, path or logger the new invocation uses.
 VOLATILE_KEYS = ("paths", "logger", "mode", "checkpoint", "eval_allow_mismatch", "threads",
                  "resume", "paper", "hydra")
-VOLATILE_TRAINER_KEYS = ("device", "progress", "save_checkpoints")
+VOLATILE_TRAINER_KEYS = ("device", "eval_device", "eval_chunk", "progress", "save_checkpoints")
 
 
 def _drop_nulls(obj):
@@ -125,42 +140,61 @@ def _report(summary: dict, run_dir: Path) -> str:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    from .data import DataRoot, load_dataset
+    from .data import DataRoot, load_dataset, prepare_for_model
     from .models import build_model
+    from .train import distributed
     from .train.common import resolve_device
     from .train.fullgraph import train_fullgraph
     from .train.io import write_json
-    from .train.loggers import RunLogger
+    from .train.loggers import NullLogger, RunLogger
     from .train.temporal import train_temporal
 
-    device = resolve_device(cfg.trainer.device)
-    dataset, spec = load_dataset(cfg.dataset, DataRoot.from_config(cfg.paths))
+    device = distributed.setup(resolve_device(cfg.trainer.device))
+    lead = distributed.rank() == 0
+    with distributed.rank_zero_first():
+        dataset, spec = load_dataset(cfg.dataset, DataRoot.from_config(cfg.paths))
     allowed = ("temporal",) if spec.regime == "temporal" else ("fullgraph", "minibatch")
     if cfg.trainer.name not in allowed:
         raise ConfigError(f"dataset {spec.name} needs trainer={' or '.join(allowed)}, "
                           f"got trainer={cfg.trainer.name}")
     probe = build_model(cfg.model.name, 1, 1, **model_kwargs(cfg))
+    dataset = prepare_for_model(dataset, probe)
     if getattr(probe, "requires_graph", False) and not getattr(dataset, "has_graph", True):
         raise ConfigError(f"model {cfg.model.name} uses the input graph, but dataset "
                           f"{spec.name} has none: set dataset.knn_k=5 for a k-NN graph (or, "
                           "for DIFFormer, model.use_graph=false)")
-    print(dataset.summary(), flush=True)
+    if cfg.trainer.get("eval_chunk") is not None and not hasattr(probe, "inference"):
+        raise ConfigError(f"trainer.eval_chunk needs a model with streamed inference (difformer); "
+                          f"model {cfg.model.name} has none: set trainer.eval_chunk=null")
+    if distributed.world_size() > 1 and spec.regime != "fullgraph":
+        raise ConfigError(f"torchrun is supported for node classification with "
+                          f"trainer=minibatch, not for the {spec.regime} regime")
+    if lead:
+        print(dataset.summary(), flush=True)
     config = OmegaConf.to_container(cfg, resolve=True)
-    logger = RunLogger(run_dir, cfg.logger, config)
+    logger = RunLogger(run_dir, cfg.logger, config) if lead else NullLogger()
     common = dict(
         dataset=dataset, spec=spec, model_name=cfg.model.name, model_kwargs=model_kwargs(cfg),
         lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, epochs=cfg.trainer.epochs,
         runs=cfg.trainer.runs, seed=cfg.seed, device=device, run_dir=run_dir, logger=logger,
         dataset_config=OmegaConf.to_container(cfg.dataset, resolve=True), config=config,
-        progress=cfg.trainer.progress, save_checkpoints=cfg.trainer.save_checkpoints)
+        progress=cfg.trainer.progress, save_checkpoints=cfg.trainer.save_checkpoints and lead)
     try:
         if spec.regime == "temporal":
             summary = train_temporal(**common, patience=cfg.trainer.patience,
                                      patience_mode=cfg.trainer.patience_mode,
                                      mse=cfg.trainer.mse)
         else:
-            summary = train_fullgraph(**common, eval_step=cfg.trainer.eval_step,
-                                      batch_size=cfg.trainer.get("batch_size"))
+            eval_device = cfg.trainer.get("eval_device")
+            summary = train_fullgraph(
+                **common, eval_step=cfg.trainer.eval_step,
+                batch_size=cfg.trainer.get("batch_size"),
+                eval_device=None if eval_device is None else resolve_device(eval_device),
+                eval_chunk=cfg.trainer.get("eval_chunk"),
+                precision=str(cfg.trainer.get("precision") or 32))
+        finished = True
+        if not lead:
+            return summary
         summary["package_version"] = __version__
         summary["config_hash"] = config_hash(cfg)
         summary["run_dir"] = str(run_dir)
@@ -168,63 +202,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         logger.finish(summary)
     finally:
         logger.close()
+        distributed.teardown(finished)
     print(_report(summary, run_dir), flush=True)
     return summary
-
-
-def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
-    """Rebuild model and data from the checkpoint alone and report its test metric."""
-    from .data import DataRoot, load_dataset, split_fingerprint
-    from .models import build_model
-    from .train.checkpoint import (CheckpointError, fingerprint_differences, load_checkpoint,
-                                   state_dict_differences)
-    from .train.common import resolve_device
-    from .train.io import write_json
-    from .data.temporal import chrono_split_fingerprint
-    from .train.metrics import evaluate
-    from .train.temporal import evaluate_temporal
-
-    ckpt = load_checkpoint(cfg.checkpoint)
-    recorded = ckpt["dataset"]
-    dataset_cfg = cfg.dataset if _dataset_overridden() else OmegaConf.create(recorded["config"])
-    dataset, spec = load_dataset(dataset_cfg, DataRoot.from_config(cfg.paths))
-    kwargs = {**ckpt["model"]["kwargs"], "in_channels": dataset.num_features,
-              "out_channels": dataset.num_classes}
-    model = build_model(ckpt["model"]["name"], **kwargs)
-    split = dataset.split(recorded["run"], recorded["split_seed"])
-    temporal = spec.regime == "temporal"
-    problems = state_dict_differences(model.state_dict(), ckpt["state_dict"])
-    problems += fingerprint_differences(recorded["fingerprint"], dataset.fingerprint())
-    current_split = chrono_split_fingerprint(split) if temporal else split_fingerprint(split)
-    if current_split != recorded["split_fingerprint"]:
-        problems.append(f"split: checkpoint={recorded['split_fingerprint']} "
-                        f"current={current_split}")
-    if problems and not cfg.eval_allow_mismatch:
-        raise CheckpointError(f"checkpoint {cfg.checkpoint} does not match: " + "; ".join(problems)
-                              + " (eval_allow_mismatch=true to evaluate anyway)")
-    model.load_state_dict(ckpt["state_dict"], strict=True)
-    device = resolve_device(cfg.trainer.device)
-    model.to(device)
-    if temporal:
-        snaps = [dataset.snapshots[i] for i in split.test]
-        mse = evaluate_temporal(model, [(s.x.to(device), s.edge_index.to(device),
-                                         s.edge_weight.to(device), s.y.to(device))
-                                        for s in snaps])
-        scores = {"test": mse[ckpt["metrics"]["mse"]],
-                  **{f"test_mse_{k}": v for k, v in mse.items()}}
-    else:
-        scores = evaluate(model, dataset.x.to(device), dataset.edge_index.to(device),
-                          dataset.y.to(device), split, spec.metric, spec.loss)
-    result = {"checkpoint": str(Path(cfg.checkpoint).resolve()), "dataset": dataset.name,
-              "model": ckpt["model"]["name"], "metric": spec.metric, "run": recorded["run"],
-              **scores, "recorded": ckpt["metrics"],
-              "matches_recorded": scores["test"] == ckpt["metrics"].get("test"),
-              "mismatches": problems, "device": str(device)}
-    write_json(run_dir / "eval.json", result)
-    fmt = (lambda v: f"{v:.4f}") if temporal else (lambda v: f"{100 * v:.2f}")
-    print(f"{dataset.name} | {spec.metric} test {fmt(scores['test'])} (recorded "
-          f"{fmt(ckpt['metrics']['test'])}) | {run_dir / 'eval.json'}", flush=True)
-    return result
 
 
 RUN_OUTPUTS = ("summary.json", "status.json", "metrics.jsonl", "config.yaml", "checkpoints")
@@ -257,6 +237,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from .train.io import write_text
 
     validate(cfg)
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 owns the run directory
+        return train(cfg, run_dir)
     if cfg.mode == "train" and cfg.get("resume", True):
         done = previous_result(run_dir, cfg)
         if done is not None:
@@ -269,7 +251,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         torch.set_num_threads(int(cfg.threads))
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     print(f"run directory: {run_dir}", flush=True)
-    return train(cfg, run_dir) if cfg.mode == "train" else evaluate_checkpoint(cfg, run_dir)
+    if cfg.mode == "train":
+        return train(cfg, run_dir)
+    from .evaluate import evaluate_checkpoint
+
+    return evaluate_checkpoint(cfg, run_dir)
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, err: BaseException) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import instances, loaders, temporal
+from . import instances, large, loaders, temporal
 from .base import NodeDataset
 from .sources import DataRoot
 
@@ -17,7 +17,7 @@ from .sources import DataRoot
 class DatasetSpec:
     name: str
     loader: Callable[..., NodeDataset]
-    task: str          # "multiclass" | "regression"
+    task: str          # "multiclass" | "multilabel" | "regression"
     loss: str          # key of LOSSES (regression: "mse", convention from trainer.mse)
     metric: str        # key of METRICS / HIGHER_IS_BETTER in difformer.train.metrics
     protocol: str      # split protocol in words, for the README and logs
@@ -28,6 +28,7 @@ class DatasetSpec:
 _PLANETOID = "20 per class / 500 valid / 1000 test, one split (seed) shared by all runs"
 _FIXED10 = "10 fixed splits, run i uses split i"
 _INSTANCES = "L per class / 1000 valid / rest test, a new split per run"
+_RAND50 = "random 50/25/25 of the labelled nodes, a new split per run"
 _CHRONO = "chronological 20 % train / 20 % valid / 60 % test, the same in every run"
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
@@ -43,6 +44,16 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
                 "accuracy", _FIXED10 + " (filtered)", "Platonov et al. 2023"),
     DatasetSpec("squirrel", loaders.load_heterophily_npz, "multiclass", "cross_entropy",
                 "accuracy", _FIXED10 + " (filtered)", "Platonov et al. 2023"),
+    DatasetSpec("ogbn-proteins", large.load_ogbn_proteins, "multilabel", "bce", "rocauc_ogb",
+                "OGB public species split, the same in every run", "OGB (Hu et al. 2020)"),
+    DatasetSpec("pokec", large.load_pokec, "multiclass", "cross_entropy", "accuracy",
+                _RAND50 + " (dataset.split=fixed: the authors' split files)",
+                "LINKX (Lim et al. 2021)"),
+    DatasetSpec("tolokers", large.load_tolokers, "multiclass", "cross_entropy", "rocauc",
+                "10 fixed 50/25/25 splits, run i uses split i", "Platonov et al. 2023"),
+    DatasetSpec("synthetic", large.load_synthetic, "multiclass", "cross_entropy", "accuracy",
+                "random 50/25/25, a new split per run",
+                "seeded generator, Pokec's size by default (benchmarks)"),
     DatasetSpec("digits", instances.load_digits, "multiclass", "cross_entropy", "accuracy",
                 "L per class / valid / rest, a new split per run", "scikit-learn load_digits"),
     DatasetSpec("cifar10", instances.load_simclr_features, "multiclass", "cross_entropy",
@@ -71,3 +82,15 @@ def load_dataset(opts, root: DataRoot) -> tuple[NodeDataset | temporal.TemporalD
     """Load the dataset described by the ``dataset`` config node ``opts``."""
     spec = get_spec(opts.name)
     return spec.loader(opts.name, opts, root), spec
+
+
+def prepare_for_model(dataset, model):
+    """Give ``model`` the input it declares: a model with ``knn_k`` runs on the symmetrised
+    k-NN graph of the features (with self-loops) instead of the dataset's graph."""
+    import dataclasses
+
+    k = getattr(model, "knn_k", None)
+    if k is None or not isinstance(dataset, NodeDataset):
+        return dataset
+    return dataclasses.replace(dataset, edge_index=instances.knn_edges(dataset.x, int(k)),
+                               has_graph=True)

@@ -58,7 +58,12 @@ class DataRoot:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             for p in [tmp, *tmp.rglob("*")]:
                 p.chmod(0o755 if p.is_dir() else 0o644)
-            os.replace(tmp, dst)
+            try:
+                os.replace(tmp, dst)
+            except OSError:  # another process finished the same copy first
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not dst.exists():
+                    raise
         return dst
 
     def unavailable(self, name: str, relpath: str, source: str) -> DatasetUnavailable:

@@ -93,3 +93,45 @@ class FixedMaskSplits(SplitProtocol):
         k = run % self.train_masks.shape[0]
         return Split(*(m[k].nonzero().view(-1)
                        for m in (self.train_masks, self.valid_masks, self.test_masks)))
+
+
+@dataclass
+class RandomFractionSplit(SplitProtocol):
+    """Official ``rand_train_test_idx``: over the labelled nodes (label != -1), a random
+    ``train_prop`` / ``valid_prop`` / rest split, a new one per run (seeded ``seed + run``)."""
+    labelled: Tensor
+    train_prop: float
+    valid_prop: float
+
+    def __post_init__(self):
+        if not (0 < self.train_prop and 0 < self.valid_prop
+                and self.train_prop + self.valid_prop < 1):
+            raise ValueError(f"train_prop={self.train_prop} and valid_prop={self.valid_prop} "
+                             "must be > 0 and sum to less than 1")
+        rest = round(100 * (1 - self.train_prop - self.valid_prop))
+        self.description = (f"random {round(100 * self.train_prop)}/"
+                            f"{round(100 * self.valid_prop)}/{rest} over labelled nodes, "
+                            "a new split per run")
+
+    def split(self, run: int, seed: int) -> Split:
+        g = torch.Generator().manual_seed(seed + run)
+        idx = self.labelled[torch.randperm(self.labelled.numel(), generator=g)]
+        n_train = int(self.train_prop * idx.numel())
+        n_valid = int(self.valid_prop * idx.numel())
+        return Split(idx[:n_train], idx[n_train:n_train + n_valid], idx[n_train + n_valid:])
+
+
+@dataclass
+class FixedIndexSplit(SplitProtocol):
+    """One published split as index arrays (OGB's, or the Pokec split files), used by every run."""
+    train: Tensor
+    valid: Tensor
+    test: Tensor
+    source: str = "fixed split"
+
+    def __post_init__(self):
+        self.description = f"{self.source} ({self.train.numel()} / {self.valid.numel()} / " \
+                           f"{self.test.numel()}), the same in every run"
+
+    def split(self, run: int, seed: int) -> Split:
+        return Split(self.train, self.valid, self.test)

@@ -48,17 +48,24 @@ def _normalise_qk(qs: Tensor, ks: Tensor, kernel: str) -> tuple[Tensor, Tensor]:
     return F.normalize(qs, p=2, dim=-1), F.normalize(ks, p=2, dim=-1)
 
 
-def _linear_attention(qs: Tensor, ks: Tensor, vs: Tensor) -> tuple[Tensor, Tensor]:
-    """(1 + q.k)-kernel attention for already-normalised q, k.
+def _linear_attention(qs: Tensor, ks: Tensor, vs: Tensor,
+                      scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(1 + s q.k)-kernel attention: q, k already normalised (``scale`` None), or raw q, k with
+    the scalar ``scale`` = 1 / (|Q|_F |K|_F) of the global normalisation.
 
     qs [N, H, M], ks [L, H, M], vs [L, H or 1, D]. Returns (output [N, H, D],
     denominator [N, H, 1]). The ``+N`` is the kernel's constant 1 summed over the keys; as in
-    the official code N is the number of query rows.
+    the official code N is the number of query rows. The scalar is applied to the small
+    [H, M, D] and [H, M] sums instead of dividing the [N, H, M] Q and K (the same numbers up to
+    rounding; two fewer N-sized divisions forward and backward).
     """
     n = qs.shape[0]
     kvs = torch.einsum("lhm,lhd->hmd", ks, vs)
+    k_sum = ks.sum(dim=0)
+    if scale is not None:
+        kvs, k_sum = kvs * scale, k_sum * scale
     numerator = torch.einsum("nhm,hmd->nhd", qs, kvs) + vs.sum(dim=0).unsqueeze(0)
-    denominator = torch.einsum("nhm,hm->nh", qs, ks.sum(dim=0)).unsqueeze(-1) + n
+    denominator = torch.einsum("nhm,hm->nh", qs, k_sum).unsqueeze(-1) + n
     return numerator / denominator, denominator
 
 
@@ -88,6 +95,8 @@ def attention_conv(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str,
     check_kernel(kernel)
     if kernel == "sigmoid":
         return sigmoid_attention(qs, ks, vs, chunk)
+    if kernel == "simple":
+        return _linear_attention(qs, ks, vs, 1.0 / (torch.norm(qs, p=2) * torch.norm(ks, p=2)))[0]
     return _linear_attention(*_normalise_qk(qs, ks, kernel), vs)[0]
 
 
@@ -128,6 +137,15 @@ def gcn_normalized_adjacency(edge_index: Tensor, num_nodes: int,
     adj = torch.sparse_coo_tensor(torch.stack([col, row]), value, (num_nodes, num_nodes),
                                   check_invariants=False)
     return adj.coalesce().to_sparse_csr()
+
+
+def _csr_rows(adj: Tensor, rows: slice) -> Tensor:
+    """Rows ``rows`` of a CSR matrix, as a CSR matrix (no copy of the other rows)."""
+    crow = adj.crow_indices()
+    lo, hi = int(crow[rows.start]), int(crow[rows.stop])
+    return torch.sparse_csr_tensor(crow[rows.start:rows.stop + 1] - lo, adj.col_indices()[lo:hi],
+                                   adj.values()[lo:hi], (rows.stop - rows.start, adj.shape[1]),
+                                   check_invariants=False)
 
 
 class DIFFormerConv(nn.Module):
@@ -175,7 +193,9 @@ class DIFFormerConv(nn.Module):
             if adj is None:
                 raise ValueError("use_graph=True needs an edge_index")
             n, heads, dim = value.shape
-            gcn = (adj @ value.reshape(n, heads * dim)).reshape(n, heads, dim)
+            # float32 sparse product even under bf16 autocast (CSR kernels lack bf16 on CPU)
+            with torch.autocast(value.device.type, enabled=False):
+                gcn = (adj @ value.reshape(n, heads * dim).to(adj.dtype)).reshape(n, heads, dim)
             if self.graph_weight > 0:
                 out = (1 - self.graph_weight) * out + self.graph_weight * gcn
             else:
@@ -284,6 +304,57 @@ class DIFFormer(nn.Module):
             z = self._after_conv(i, conv(z, adj), z_prev, z0)
             z = F.dropout(z, p=self.dropout, training=self.training)
         return self.fcs[-1](z)
+
+    @torch.no_grad()
+    def inference(self, x: Tensor, edge_index: Tensor | None = None,
+                  edge_weight: Tensor | None = None, chunk_size: int = 65536) -> Tensor:
+        """Eval-mode forward streamed over ``chunk_size`` rows at a time; equals ``forward``
+        in eval mode up to float rounding.
+
+        Per layer it holds the layer input, K and V for all nodes and one chunk of everything
+        else: the global sums of the simple kernel (Frobenius norms, K^T V, sum K, sum V) are
+        accumulated chunk by chunk, then each chunk of queries is answered. ``forward`` holds
+        Q, K, V, numerator, GCN term and output of a layer at once.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        n = x.shape[0]
+        adj = self._adjacency(n, edge_index, edge_weight)
+        z = torch.cat([self._input_block(block) for block in x.split(chunk_size)])
+        z0 = z
+        for i, conv in enumerate(self.convs):
+            keys = torch.cat([conv.Wk(b) for b in z.split(chunk_size)]).reshape(
+                n, conv.num_heads, conv.out_channels)
+            values = torch.cat([conv.qkv(b)[2] for b in z.split(chunk_size)]) \
+                if conv.use_weight else z.reshape(n, 1, conv.out_channels)
+            if self.kernel == "simple":
+                q_norm = sum(conv.Wq(b).square().sum() for b in z.split(chunk_size)).sqrt()
+                keys = keys / torch.norm(keys, p=2)
+            elif self.kernel == "simple_pernode":
+                keys = F.normalize(keys, p=2, dim=-1)
+            if self.kernel != "sigmoid":
+                kvs = torch.einsum("lhm,lhd->hmd", keys, values)
+                k_sum, v_sum = keys.sum(dim=0), values.sum(dim=0).unsqueeze(0)
+            out = torch.empty_like(z)
+            for start in range(0, n, chunk_size):
+                rows = slice(start, min(start + chunk_size, n))
+                query = conv.Wq(z[rows]).reshape(-1, conv.num_heads, conv.out_channels)
+                if self.kernel == "sigmoid":
+                    att = _sigmoid_rows(query, keys, values)
+                else:
+                    query = query / q_norm if self.kernel == "simple" else \
+                        F.normalize(query, p=2, dim=-1)
+                    num = torch.einsum("nhm,hmd->nhd", query, kvs) + v_sum
+                    att = num / (torch.einsum("nhm,hm->nh", query, k_sum).unsqueeze(-1) + n)
+                if conv.use_graph:
+                    heads, dim = values.shape[1:]
+                    gcn = (_csr_rows(adj, rows) @ values.reshape(n, heads * dim)).reshape(
+                        -1, heads, dim)
+                    att = ((1 - conv.graph_weight) * att + conv.graph_weight * gcn
+                           if conv.graph_weight > 0 else att + gcn)
+                out[rows] = self._after_conv(i, att.mean(dim=1), z[rows], z0[rows])
+            z = out
+        return torch.cat([self.fcs[-1](b) for b in z.split(chunk_size)])
 
     @torch.no_grad()
     def get_attentions(self, x: Tensor, edge_index: Tensor | None = None,

@@ -15,6 +15,17 @@ from .io import save_torch
 
 FORMAT = "difformer-checkpoint"
 FORMAT_VERSION = 1
+OFFICIAL_FORMAT = "official-difformer-state-dict"
+# Keys every state_dict of the official DIFFormer class has (reference §2.5).
+OFFICIAL_KEYS = ("convs.0.Wk.weight", "convs.0.Wq.weight", "fcs.0.weight", "fcs.1.weight",
+                 "bns.0.weight")
+
+
+def is_official_state_dict(obj) -> bool:
+    """A released checkpoint of the authors: a bare state_dict of the official DIFFormer."""
+    return (isinstance(obj, dict) and bool(obj)
+            and all(isinstance(v, torch.Tensor) for v in obj.values())
+            and all(k in obj for k in OFFICIAL_KEYS))
 
 
 class CheckpointError(ValueError):
@@ -50,9 +61,12 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if is_official_state_dict(ckpt):
+        return {"format": OFFICIAL_FORMAT, "state_dict": dict(ckpt)}
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a difformer checkpoint (no 'format': {FORMAT!r}); "
-                              "raw state_dicts need the model and dataset given explicitly")
+        raise CheckpointError(
+            f"{path} is neither a difformer checkpoint (no 'format': {FORMAT!r}) nor an "
+            f"official DIFFormer state_dict (keys {', '.join(OFFICIAL_KEYS)})")
     return ckpt
 
 

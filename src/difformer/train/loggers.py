@@ -38,3 +38,16 @@ class RunLogger:
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None
+
+
+class NullLogger:
+    """What ranks other than 0 of a distributed run log: nothing."""
+
+    def log(self, record: dict) -> None:
+        pass
+
+    def finish(self, summary: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -13,6 +13,36 @@ def accuracy(logits: Tensor, y: Tensor) -> float:
     return (logits.argmax(dim=-1) == y).float().mean().item()
 
 
+def rocauc(logits: Tensor, y: Tensor) -> float:
+    """Binary ROC-AUC of the positive class's softmax probability (official ``eval_rocauc``
+    for one label column); sklearn ``roc_auc_score``."""
+    from sklearn.metrics import roc_auc_score
+
+    if y.numel() == 0 or y.unique().numel() < 2:
+        return float("nan")
+    if logits.shape[-1] != 2:
+        raise ValueError(f"rocauc needs 2 output classes, got logits of shape "
+                         f"{tuple(logits.shape)}")
+    score = torch.softmax(logits.float(), dim=-1)[:, 1]
+    return float(roc_auc_score(y.cpu().numpy(), score.cpu().numpy()))
+
+
+def rocauc_ogb(logits: Tensor, y: Tensor) -> float:
+    """ogbn-proteins: ROC-AUC averaged over the 112 tasks by the ogb Evaluator (tasks with
+    one class only in the evaluated nodes are skipped, as in the official code)."""
+    from ogb.nodeproppred import Evaluator
+
+    if y.numel() == 0:
+        return float("nan")
+    return float(Evaluator("ogbn-proteins").eval(
+        {"y_true": y.cpu(), "y_pred": logits.float().cpu()})["rocauc"])
+
+
+def bce(logits: Tensor, y: Tensor) -> Tensor:
+    """Multi-label loss: BCEWithLogits over all tasks (labels cast to float)."""
+    return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+
+
 def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
     """NLL of log_softmax, as the official scripts (identical to cross-entropy)."""
     return F.nll_loss(F.log_softmax(logits, dim=-1), y)
@@ -30,17 +60,30 @@ def mse_standard(pred: Tensor, y: Tensor) -> Tensor:
     return torch.mean((pred.reshape(-1) - y.reshape(-1)) ** 2)
 
 
-METRICS = {"accuracy": accuracy}
-HIGHER_IS_BETTER = {"accuracy": True, "mse": False}
-LOSSES = {"cross_entropy": cross_entropy}
+METRICS = {"accuracy": accuracy, "rocauc": rocauc, "rocauc_ogb": rocauc_ogb}
+HIGHER_IS_BETTER = {"accuracy": True, "rocauc": True, "rocauc_ogb": True, "mse": False}
+LOSSES = {"cross_entropy": cross_entropy, "bce": bce}
 MSE = {"paper": mse_paper, "standard": mse_standard}
 
 
+def with_auxiliary_loss(model, loss: Tensor) -> Tensor:
+    """``loss`` plus the model's own term from its last forward (``auxiliary_loss()``, e.g.
+    NodeFormer's edge loss or ManiReg's regulariser), unwrapping DistributedDataParallel."""
+    module = getattr(model, "module", model)
+    aux = module.auxiliary_loss() if hasattr(module, "auxiliary_loss") else None
+    return loss if aux is None else loss + aux
+
+
 @torch.no_grad()
-def evaluate(model, x, edge_index, y, split, metric: str, loss: str) -> dict:
-    """One eval-mode full-graph forward; metric on train/valid/test and the valid loss."""
+def evaluate(model, x, edge_index, y, split, metric: str, loss: str,
+             chunk_size: int | None = None) -> dict:
+    """One eval-mode full-graph forward (streamed in ``chunk_size`` rows by the model's
+    ``inference`` when given); metric on train/valid/test and the valid loss."""
     model.eval()
-    logits = model(x, edge_index)
+    if hasattr(model, "set_labels"):  # models that read the train labels (label propagation)
+        model.set_labels(y, split.train)
+    logits = model(x, edge_index) if chunk_size is None else \
+        model.inference(x, edge_index, chunk_size=chunk_size)
     fn = METRICS[metric]
     return {"train": fn(logits[split.train], y[split.train]),
             "valid": fn(logits[split.valid], y[split.valid]),

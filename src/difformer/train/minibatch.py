@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .metrics import with_auxiliary_loss
+
 
 def partition_subgraphs(edge_index: Tensor, perm: Tensor, batch_size: int
                         ) -> list[tuple[Tensor, Tensor]]:
@@ -43,29 +45,57 @@ def partition_subgraphs(edge_index: Tensor, perm: Tensor, batch_size: int
     return list(zip(nodes, local.split(counts, dim=1)))
 
 
+def shard_steps(num_chunks: int, world_size: int, rank: int) -> list[int]:
+    """Chunk index for ``rank`` at each optimizer step: step s uses chunks s*K .. s*K+K-1 over
+    the K ranks (gradients averaged by DDP); the last step wraps around to the first chunks
+    when K does not divide the count (as DistributedSampler pads), so every rank takes part
+    in every step."""
+    steps = -(-num_chunks // world_size)
+    return [(s * world_size + rank) % num_chunks for s in range(steps)]
+
+
 class RandomPartitionStep:
-    """One epoch of mini-batch steps over a fresh random partition."""
+    """One epoch of mini-batch steps over a fresh random partition.
+
+    The permutation comes from its own generator seeded with ``seed``, so every rank of a
+    distributed run draws the same partition whatever else consumed the global RNG. Chunks
+    without train nodes are skipped (identically on all ranks).
+    """
 
     def __init__(self, x: Tensor, y: Tensor, edge_index: Tensor, train_idx: Tensor,
-                 batch_size: int, loss_fn, device: torch.device):
+                 batch_size: int, loss_fn, device: torch.device, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, autocast_dtype: torch.dtype | None = None):
         # The graph stays where it is (CPU for large graphs); chunks move to the device.
         self.x, self.y, self.edge_index = x, y, edge_index
         self.is_train = torch.zeros(x.shape[0], dtype=torch.bool)
         self.is_train[train_idx.cpu()] = True
         self.batch_size, self.loss_fn, self.device = batch_size, loss_fn, device
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rank, self.world_size = rank, world_size
+        self.autocast_dtype = autocast_dtype
+
+    def chunks(self) -> list[tuple[Tensor, Tensor]]:
+        """This epoch's chunks that hold train nodes, in order (advances the generator)."""
+        perm = torch.randperm(self.x.shape[0], generator=self.generator)
+        return [(nodes, edges) for nodes, edges in
+                partition_subgraphs(self.edge_index, perm, self.batch_size)
+                if bool(self.is_train[nodes].any())]
 
     def __call__(self, model, optimizer) -> float:
+        """One epoch; returns the mean train loss over this rank's train nodes."""
         model.train()
-        perm = torch.randperm(self.x.shape[0])
+        chunks = self.chunks()
         total, count = 0.0, 0
-        for nodes, edges in partition_subgraphs(self.edge_index, perm, self.batch_size):
+        for index in shard_steps(len(chunks), self.world_size, self.rank):
+            nodes, edges = chunks[index]
             mask = self.is_train[nodes]
-            if not bool(mask.any()):
-                continue
             optimizer.zero_grad()
-            out = model(self.x[nodes].to(self.device), edges.to(self.device))
-            loss = self.loss_fn(out[mask.to(self.device)], self.y[nodes][mask].to(self.device))
-            loss.backward()
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                                enabled=self.autocast_dtype is not None):
+                out = model(self.x[nodes].to(self.device), edges.to(self.device))
+                loss = self.loss_fn(out[mask.to(self.device)].float(),
+                                    self.y[nodes][mask].to(self.device))
+            with_auxiliary_loss(model, loss).backward()
             optimizer.step()
             total += loss.item() * int(mask.sum())
             count += int(mask.sum())
