@@ -55,7 +55,7 @@ def test_unavailable_data_is_reported_and_not_retried(tmp_path, capsys, monkeypa
     monkeypatch.setenv("DIFFORMER_DATA", str(empty))
     monkeypatch.setenv("DIFFORMER_CACHE", str(tmp_path / "cache"))  # not the session's
     out = reproduce_main(capsys, "--table", "1", "--out", str(tmp_path / "r"))
-    assert "6 to run" in out
+    assert "18 to run" in out  # 6 DIFFormer cells and 12 baseline cells
     report = (tmp_path / "r/table1.md").read_text()
     pubmed = next(li for li in report.splitlines() if li.startswith("| pubmed_difformer_s "))
     assert "not run: data unavailable" in pubmed and str(empty / "Planetoid/PubMed") in pubmed
@@ -63,7 +63,7 @@ def test_unavailable_data_is_reported_and_not_retried(tmp_path, capsys, monkeypa
     status = json.loads((tmp_path / "r/runs/table1/cora_difformer_s/status.json").read_text())
     assert status["status"] == "unavailable"
     out = reproduce_main(capsys, "--table", "1", "--out", str(tmp_path / "r"))
-    assert "0 to run, 6 skipped" in out
+    assert "0 to run, 18 skipped" in out
 
 
 @pytest.mark.parametrize("ours,ours_std,paper,paper_std,expected", [
