@@ -160,3 +160,36 @@ def test_train_checkpoint_eval_round_trip(compose, tmp_path, model, extra):
     cfg = compose("mode=eval", f"checkpoint={summary['runs'][0]['checkpoint']}")
     result = evaluate_checkpoint(cfg, tmp_path / "eval")
     assert result["mismatches"] == [] and result["test"] == summary["runs"][0]["test"]
+
+
+@needs_data("pytorch_geometric_temporal/dataset/chickenpox.json")
+def test_temporal_loop_adds_auxiliary_losses(compose, tmp_path, monkeypatch):
+    """A model whose auxiliary loss is a strong weight penalty ends with far smaller weights
+    than the same model without it: the temporal loop adds the term too."""
+    import torch.nn as nn
+
+    from difformer import models
+
+    class Penalised(nn.Module):
+        requires_graph = False
+
+        def __init__(self, in_channels, out_channels, hidden_channels=4, penalty=0.0, **_):
+            super().__init__()
+            self.lin = nn.Linear(in_channels, out_channels)
+            self.penalty = penalty
+
+        def forward(self, x, edge_index=None, edge_weight=None):
+            return self.lin(x)
+
+        def auxiliary_loss(self):
+            return self.penalty * self.lin.weight.square().sum() if self.training else None
+
+    monkeypatch.setitem(models.MODELS, "mlp", Penalised)
+    norms = []
+    for penalty in (0.0, 100.0):
+        summary = run(compose("dataset=chickenpox", "model=mlp", f"+model.penalty={penalty}",
+                              "trainer.runs=1", "trainer.epochs=30", "trainer.patience=100",
+                              "trainer.progress=false"), tmp_path / str(penalty))
+        state = torch.load(summary["runs"][0]["checkpoint"], weights_only=True)["state_dict"]
+        norms.append(state["lin.weight"].norm().item())
+    assert norms[1] < 0.2 * norms[0], norms

@@ -20,7 +20,7 @@ from ..data.temporal import TemporalDataset, chrono_split_fingerprint
 from ..models import build_model
 from .checkpoint import save_run_checkpoint
 from .common import mean_std, peak_memory_mb, seed_everything
-from .metrics import MSE
+from .metrics import MSE, with_auxiliary_loss
 
 PATIENCE_MODES = ("reset", "total")
 
@@ -96,7 +96,8 @@ def train_temporal(*, dataset: TemporalDataset, spec, model_name: str, model_kwa
             model.train()
             if dataset.step == "cumulative":
                 optimizer.zero_grad()
-                loss = sum(cost_fn(model(x, ei, ew), y) for x, ei, ew, y in train) / len(train)
+                loss = sum(with_auxiliary_loss(model, cost_fn(model(x, ei, ew), y))
+                           for x, ei, ew, y in train) / len(train)
                 loss.backward()
                 optimizer.step()
                 loss = loss.item()
@@ -105,7 +106,7 @@ def train_temporal(*, dataset: TemporalDataset, spec, model_name: str, model_kwa
                 for x, ei, ew, y in train:
                     optimizer.zero_grad()
                     cost = cost_fn(model(x, ei, ew), y)
-                    cost.backward()
+                    with_auxiliary_loss(model, cost).backward()
                     optimizer.step()
                     total += cost.item()
                 loss = total / len(train)
