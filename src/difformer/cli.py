@@ -237,7 +237,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from .train.io import write_text
 
     validate(cfg)
-    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 owns the run directory
+    from .train import distributed
+
+    if distributed.rank() > 0:  # torchrun: rank 0 owns the run directory
         return train(cfg, run_dir)
     if cfg.mode == "train" and cfg.get("resume", True):
         done = previous_result(run_dir, cfg)

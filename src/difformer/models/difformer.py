@@ -48,25 +48,40 @@ def _normalise_qk(qs: Tensor, ks: Tensor, kernel: str) -> tuple[Tensor, Tensor]:
     return F.normalize(qs, p=2, dim=-1), F.normalize(ks, p=2, dim=-1)
 
 
-def _linear_attention(qs: Tensor, ks: Tensor, vs: Tensor,
-                      scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(1 + s q.k)-kernel attention: q, k already normalised (``scale`` None), or raw q, k with
-    the scalar ``scale`` = 1 / (|Q|_F |K|_F) of the global normalisation.
-
-    qs [N, H, M], ks [L, H, M], vs [L, H or 1, D]. Returns (output [N, H, D],
-    denominator [N, H, 1]). The ``+N`` is the kernel's constant 1 summed over the keys; as in
-    the official code N is the number of query rows. The scalar is applied to the small
-    [H, M, D] and [H, M] sums instead of dividing the [N, H, M] Q and K (the same numbers up to
-    rounding; two fewer N-sized divisions forward and backward).
-    """
-    n = qs.shape[0]
+def _key_summary(ks: Tensor, vs: Tensor, scale: Tensor | None = None
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """The keys' side of the (1 + s q.k) kernel: K^T V [H, M, D] and sum_j k_j [H, M], both
+    times ``scale`` (1 / (|Q|_F |K|_F) for the raw q, k of the official global normalisation;
+    None for already-normalised ones), and sum_j v_j [1, H, D]. Scaling these small sums
+    instead of dividing the [N, H, M] Q and K gives the same numbers up to rounding and saves
+    two N-sized divisions forward and backward."""
     kvs = torch.einsum("lhm,lhd->hmd", ks, vs)
     k_sum = ks.sum(dim=0)
     if scale is not None:
         kvs, k_sum = kvs * scale, k_sum * scale
-    numerator = torch.einsum("nhm,hmd->nhd", qs, kvs) + vs.sum(dim=0).unsqueeze(0)
-    denominator = torch.einsum("nhm,hm->nh", qs, k_sum).unsqueeze(-1) + n
-    return numerator / denominator, denominator
+    return kvs, k_sum, vs.sum(dim=0).unsqueeze(0)
+
+
+def _answer_queries(qs: Tensor, summary: tuple[Tensor, Tensor, Tensor], n: int) -> Tensor:
+    """(sum_j v_j + q_i K^T V) / (q_i . sum_j k_j + n) for queries qs [R, H, M] -> [R, H, D].
+    The ``+ n`` is the kernel's constant 1 summed over the keys; as in the official code n is
+    the number of nodes."""
+    kvs, k_sum, v_sum = summary
+    numerator = torch.einsum("nhm,hmd->nhd", qs, kvs) + v_sum
+    return numerator / (torch.einsum("nhm,hm->nh", qs, k_sum).unsqueeze(-1) + n)
+
+
+def _linear_attention(qs: Tensor, ks: Tensor, vs: Tensor, scale: Tensor | None = None) -> Tensor:
+    """The simple kernels' all-pair attention: qs [N, H, M], ks [L, H, M], vs [L, H or 1, D]."""
+    return _answer_queries(qs, _key_summary(ks, vs, scale), qs.shape[0])
+
+
+def _propagate(adj: Tensor, value: Tensor) -> Tensor:
+    """GCN branch: sparse ``adj`` [R, N] times value [N, H, D] -> [R, H, D], in float32 even
+    under bf16 autocast (the CSR kernels lack bf16 on CPU)."""
+    with torch.autocast(value.device.type, enabled=False):
+        out = adj @ value.reshape(value.shape[0], -1).to(adj.dtype)
+    return out.reshape(-1, *value.shape[1:])
 
 
 def _sigmoid_rows(qs: Tensor, ks: Tensor, vs: Tensor) -> Tensor:
@@ -96,8 +111,8 @@ def attention_conv(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str,
     if kernel == "sigmoid":
         return sigmoid_attention(qs, ks, vs, chunk)
     if kernel == "simple":
-        return _linear_attention(qs, ks, vs, 1.0 / (torch.norm(qs, p=2) * torch.norm(ks, p=2)))[0]
-    return _linear_attention(*_normalise_qk(qs, ks, kernel), vs)[0]
+        return _linear_attention(qs, ks, vs, 1.0 / (torch.norm(qs, p=2) * torch.norm(ks, p=2)))
+    return _linear_attention(*_normalise_qk(qs, ks, kernel), vs)
 
 
 def attention_matrix(qs: Tensor, ks: Tensor, kernel: str, full_kernel: bool = False) -> Tensor:
@@ -192,15 +207,14 @@ class DIFFormerConv(nn.Module):
         if self.use_graph:
             if adj is None:
                 raise ValueError("use_graph=True needs an edge_index")
-            n, heads, dim = value.shape
-            # float32 sparse product even under bf16 autocast (CSR kernels lack bf16 on CPU)
-            with torch.autocast(value.device.type, enabled=False):
-                gcn = (adj @ value.reshape(n, heads * dim).to(adj.dtype)).reshape(n, heads, dim)
-            if self.graph_weight > 0:
-                out = (1 - self.graph_weight) * out + self.graph_weight * gcn
-            else:
-                out = out + gcn
+            out = self.add_graph(out, _propagate(adj, value))
         return out.mean(dim=1)
+
+    def add_graph(self, attention: Tensor, gcn: Tensor) -> Tensor:
+        """``(1-gw)*attention + gw*gcn`` when graph_weight > 0, else their sum."""
+        if self.graph_weight > 0:
+            return (1 - self.graph_weight) * attention + self.graph_weight * gcn
+        return attention + gcn
 
 
 class DIFFormer(nn.Module):
@@ -323,18 +337,15 @@ class DIFFormer(nn.Module):
         z = torch.cat([self._input_block(block) for block in x.split(chunk_size)])
         z0 = z
         for i, conv in enumerate(self.convs):
-            keys = torch.cat([conv.Wk(b) for b in z.split(chunk_size)]).reshape(
-                n, conv.num_heads, conv.out_channels)
-            values = torch.cat([conv.qkv(b)[2] for b in z.split(chunk_size)]) \
+            shape = (n, conv.num_heads, conv.out_channels)
+            keys = torch.cat([conv.Wk(b) for b in z.split(chunk_size)]).reshape(shape)
+            values = torch.cat([conv.Wv(b) for b in z.split(chunk_size)]).reshape(shape) \
                 if conv.use_weight else z.reshape(n, 1, conv.out_channels)
             if self.kernel == "simple":
                 q_norm = sum(conv.Wq(b).square().sum() for b in z.split(chunk_size)).sqrt()
-                keys = keys / torch.norm(keys, p=2)
+                summary = _key_summary(keys, values, 1.0 / (q_norm * torch.norm(keys, p=2)))
             elif self.kernel == "simple_pernode":
-                keys = F.normalize(keys, p=2, dim=-1)
-            if self.kernel != "sigmoid":
-                kvs = torch.einsum("lhm,lhd->hmd", keys, values)
-                k_sum, v_sum = keys.sum(dim=0), values.sum(dim=0).unsqueeze(0)
+                summary = _key_summary(F.normalize(keys, p=2, dim=-1), values)
             out = torch.empty_like(z)
             for start in range(0, n, chunk_size):
                 rows = slice(start, min(start + chunk_size, n))
@@ -342,16 +353,11 @@ class DIFFormer(nn.Module):
                 if self.kernel == "sigmoid":
                     att = _sigmoid_rows(query, keys, values)
                 else:
-                    query = query / q_norm if self.kernel == "simple" else \
-                        F.normalize(query, p=2, dim=-1)
-                    num = torch.einsum("nhm,hmd->nhd", query, kvs) + v_sum
-                    att = num / (torch.einsum("nhm,hm->nh", query, k_sum).unsqueeze(-1) + n)
+                    if self.kernel == "simple_pernode":
+                        query = F.normalize(query, p=2, dim=-1)
+                    att = _answer_queries(query, summary, n)
                 if conv.use_graph:
-                    heads, dim = values.shape[1:]
-                    gcn = (_csr_rows(adj, rows) @ values.reshape(n, heads * dim)).reshape(
-                        -1, heads, dim)
-                    att = ((1 - conv.graph_weight) * att + conv.graph_weight * gcn
-                           if conv.graph_weight > 0 else att + gcn)
+                    att = conv.add_graph(att, _propagate(_csr_rows(adj, rows), values))
                 out[rows] = self._after_conv(i, att.mean(dim=1), z[rows], z0[rows])
             z = out
         return torch.cat([self.fcs[-1](b) for b in z.split(chunk_size)])

@@ -42,10 +42,14 @@ def train_fullgraph(*, dataset: NodeDataset, spec, model_name: str, model_kwargs
     lead = rank == 0
     autocast = {"32": None, "bf16": torch.bfloat16}[precision]
     eval_device = eval_device or device
-    x, y = dataset.x.to(device), dataset.y.to(device)
-    edge_index = dataset.edge_index.to(device)
-    eval_data = (x, edge_index, y) if eval_device == device else (
-        dataset.x.to(eval_device), dataset.edge_index.to(eval_device), dataset.y.to(eval_device))
+    # Mini-batches move chunks to the device and leave the graph where it is (CPU for large
+    # graphs); the whole graph goes to a device only to train or evaluate on it there.
+    def on_device(dev):
+        return tuple(t.to(dev) for t in (dataset.x, dataset.edge_index, dataset.y))
+
+    x, edge_index, y = on_device(device) if batch_size is None else (None, None, None)
+    eval_data = (x, edge_index, y) if batch_size is None and eval_device == device \
+        else on_device(eval_device)
     loss_fn = LOSSES[spec.loss]
     better = (lambda a, b: a > b) if HIGHER_IS_BETTER[spec.metric] else (lambda a, b: a < b)
     data_fp = dataset.fingerprint()
