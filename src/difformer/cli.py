@@ -91,7 +91,6 @@ def _drop_nulls(obj):
 def config_hash(cfg: DictConfig) -> str:
     """Hash of the resolved settings that determine a run's result. Null values are left
     out, so a new option whose null default keeps the old behaviour keeps old results valid."""
-    import hashlib
     import json
 
     container = OmegaConf.to_container(cfg, resolve=True)

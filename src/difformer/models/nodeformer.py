@@ -74,12 +74,18 @@ def _edge_weights(q_prime: Tensor, k_prime: Tensor, edge_index: Tensor) -> Tenso
     return (num / den).permute(1, 0, 2)
 
 
+def _node_major_features(query: Tensor, key: Tensor, value: Tensor, projection: Tensor,
+                         tau: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Random features of q / sqrt(tau) and k / sqrt(tau), and v, all as [N, B, H, .]."""
+    q = softmax_kernel(query / math.sqrt(tau), True, projection).permute(1, 0, 2, 3)
+    k = softmax_kernel(key / math.sqrt(tau), False, projection).permute(1, 0, 2, 3)
+    return q, k, value.permute(1, 0, 2, 3)
+
+
 def kernelized_softmax(query: Tensor, key: Tensor, value: Tensor, projection: Tensor,
                        edge_index: Tensor, tau: float) -> tuple[Tensor, Tensor]:
     """All-pair attention in O(N): [B, N, H, D] in, ([B, N, H, D], edge weights [B, E, H])."""
-    q = softmax_kernel(query / math.sqrt(tau), True, projection).permute(1, 0, 2, 3)
-    k = softmax_kernel(key / math.sqrt(tau), False, projection).permute(1, 0, 2, 3)
-    v = value.permute(1, 0, 2, 3)
+    q, k, v = _node_major_features(query, key, value, projection, tau)
     num = torch.einsum("nbhm,bhmd->nbhd", q, torch.einsum("nbhm,nbhd->bhmd", k, v))
     den = torch.einsum("nbhm,bhm->nbh", q, k.sum(dim=0)).unsqueeze(-1)
     return (num / den).permute(1, 0, 2, 3), _edge_weights(q, k, edge_index)
@@ -89,9 +95,7 @@ def kernelized_gumbel_softmax(query: Tensor, key: Tensor, value: Tensor, project
                               edge_index: Tensor, num_samples: int, tau: float
                               ) -> tuple[Tensor, Tensor]:
     """Training-time variant: each key is reweighted by exp(Gumbel / tau), K samples averaged."""
-    q = softmax_kernel(query / math.sqrt(tau), True, projection).permute(1, 0, 2, 3)
-    k = softmax_kernel(key / math.sqrt(tau), False, projection).permute(1, 0, 2, 3)
-    v = value.permute(1, 0, 2, 3)
+    q, k, v = _node_major_features(query, key, value, projection, tau)
     gumbels = -torch.empty(k.shape[:-1] + (num_samples,), device=k.device).exponential_().log()
     k_gumbel = k.unsqueeze(3) * (gumbels / tau).exp().unsqueeze(4)  # [N, B, H, K, M]
     num = torch.einsum("nbhm,bhkmd->nbhkd", q, torch.einsum("nbhkm,nbhd->bhkmd", k_gumbel, v))

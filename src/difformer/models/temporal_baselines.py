@@ -26,6 +26,11 @@ def _random_walk(edge_index: Tensor, weight: Tensor, num_nodes: int, reverse: bo
     return adj.coalesce().to_sparse_csr()
 
 
+def random_walks(edge_index: Tensor, weight: Tensor, num_nodes: int) -> list[Tensor]:
+    """[D_out^-1 A, D_in^-1 A^T]: the two diffusion directions of :class:`DConv`."""
+    return [_random_walk(edge_index, weight, num_nodes, reverse) for reverse in (False, True)]
+
+
 class DConv(nn.Module):
     """Diffusion convolution (Li et al. 2018, PyG Temporal ``DConv``): 2 x K weight matrices,
     forward and backward random walks with the Chebyshev-style recursion T_k = 2 T T_{k-1} -
@@ -39,11 +44,11 @@ class DConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         nn.init.xavier_uniform_(self.weight)
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor) -> Tensor:
+    def forward(self, x: Tensor, walks: list[Tensor] | None) -> Tensor:
+        """``walks``: the forward and backward random-walk matrices (:func:`random_walks`),
+        built once per snapshot by the caller; unused (None is fine) when K = 1."""
         h = x @ self.weight[0, 0] + x @ self.weight[1, 0]
         if self.weight.shape[1] > 1:
-            n = x.shape[0]
-            walks = [_random_walk(edge_index, edge_weight, n, r) for r in (False, True)]
             for d, walk in enumerate(walks):
                 t0, t1 = x, walk @ x
                 h = h + t1 @ self.weight[d, 1]
@@ -66,17 +71,19 @@ class DCRNN(nn.Module):
         self.conv_z, self.conv_r, self.conv_h = (DConv(cat, hidden_channels, K)
                                                  for _ in range(3))
         self.lin = nn.Linear(hidden_channels, out_channels)
-        self.hidden_channels, self.dropout = hidden_channels, dropout
+        self.hidden_channels, self.dropout, self.K = hidden_channels, dropout, K
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None
                 ) -> Tensor:
         if edge_weight is None:
             edge_weight = torch.ones(edge_index.shape[1], device=x.device)
+        # The three gates share one pair of random-walk matrices (only K > 1 uses them).
+        walks = random_walks(edge_index, edge_weight, x.shape[0]) if self.K > 1 else None
         h = x.new_zeros(x.shape[0], self.hidden_channels)
         xh = torch.cat([x, h], dim=1)
-        z = torch.sigmoid(self.conv_z(xh, edge_index, edge_weight))
-        r = torch.sigmoid(self.conv_r(xh, edge_index, edge_weight))
-        h_tilde = torch.tanh(self.conv_h(torch.cat([x, h * r], dim=1), edge_index, edge_weight))
+        z = torch.sigmoid(self.conv_z(xh, walks))
+        r = torch.sigmoid(self.conv_r(xh, walks))
+        h_tilde = torch.tanh(self.conv_h(torch.cat([x, h * r], dim=1), walks))
         h = z * h + (1 - z) * h_tilde
         h = F.dropout(F.relu(h), p=self.dropout, training=self.training)
         return self.lin(h)

@@ -1,6 +1,8 @@
 """Losses and metrics, looked up by the names a DatasetSpec carries."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -27,14 +29,20 @@ def rocauc(logits: Tensor, y: Tensor) -> float:
     return float(roc_auc_score(y.cpu().numpy(), score.cpu().numpy()))
 
 
+@functools.cache
+def _ogb_evaluator(name: str):
+    """Built once: the Evaluator reads ogb's master.csv with pandas on construction."""
+    from ogb.nodeproppred import Evaluator
+
+    return Evaluator(name)
+
+
 def rocauc_ogb(logits: Tensor, y: Tensor) -> float:
     """ogbn-proteins: ROC-AUC averaged over the 112 tasks by the ogb Evaluator (tasks with
     one class only in the evaluated nodes are skipped, as in the official code)."""
-    from ogb.nodeproppred import Evaluator
-
     if y.numel() == 0:
         return float("nan")
-    return float(Evaluator("ogbn-proteins").eval(
+    return float(_ogb_evaluator("ogbn-proteins").eval(
         {"y_true": y.cpu(), "y_pred": logits.float().cpu()})["rocauc"])
 
 
