@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from conftest import needs_data
-from difformer.cli import ConfigError, run
+from difformer.cli import run
+from difformer.config import ConfigError
 from difformer.models import MODELS, build_model
 
 SMALL = {"difformer": {"hidden_channels": 8}, "mlp": {"hidden_channels": 8},
@@ -153,12 +154,10 @@ def test_temporal_baselines_train_on_chickenpox(compose, tmp_path, model):
 def test_train_checkpoint_eval_round_trip(compose, tmp_path, model, extra):
     """What a model declares (labels, k-NN graph, schedule buffer) survives the checkpoint:
     mode=eval gives exactly the recorded test score."""
-    from difformer.evaluate import evaluate_checkpoint
-
     summary = run(compose(f"model={model}", *extra, "trainer.runs=1", "trainer.epochs=4",
                           "trainer.progress=false"), tmp_path / "train")
     cfg = compose("mode=eval", f"checkpoint={summary['runs'][0]['checkpoint']}")
-    result = evaluate_checkpoint(cfg, tmp_path / "eval")
+    result = run(cfg, tmp_path / "eval")
     assert result["mismatches"] == [] and result["test"] == summary["runs"][0]["test"]
 
 

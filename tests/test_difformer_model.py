@@ -150,7 +150,7 @@ def test_default_kernel_is_the_official_one():
 
 
 def official_layout(d, h, c, num_layers):
-    """The released checkpoints' keys and shapes (reference §2.5), built by hand."""
+    """The released checkpoints' keys and shapes (docs/protocols.md §2.5), built by hand."""
     sd = {}
     for i in range(num_layers):
         for w in ("Wk", "Wq", "Wv"):

@@ -130,12 +130,12 @@ def test_bf16_autocast_step_trains():
 
 
 def test_fullgraph_under_torchrun_is_refused(compose, tmp_path, monkeypatch):
+    from difformer.cli import run
+    from difformer.config import ConfigError
     from difformer.train import distributed
-    from difformer.train.fullgraph import train_fullgraph
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    with pytest.raises(ValueError, match="needs mini-batches: set trainer=minibatch"):
-        train_fullgraph(dataset=None, spec=None, model_name="difformer", model_kwargs={},
-                        lr=0.1, weight_decay=0, epochs=1, runs=1, eval_step=1, seed=0,
-                        device=torch.device("cpu"), run_dir=tmp_path, logger=None,
-                        dataset_config={}, config={})
+    with pytest.raises(ConfigError, match="torchrun is supported for node classification with "
+                                          "trainer=minibatch, not for the node task with "
+                                          "trainer=fullgraph"):
+        run(compose("trainer.runs=1", "trainer.epochs=1"), tmp_path)

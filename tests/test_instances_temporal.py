@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from conftest import DATA_DIR, needs_data, train_py
 from difformer.data import DataRoot, DatasetUnavailable, load_dataset
 from difformer.train.metrics import mse_paper, mse_standard
-from difformer.train.temporal import EarlyStopping
+from difformer.train.tasks import EarlyStopping
 
 
 def session_root(data_dir=DATA_DIR):

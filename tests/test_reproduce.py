@@ -44,9 +44,9 @@ def test_smoke_table_end_to_end_then_resume(tmp_path, capsys):
     out = reproduce_main(capsys, "--table", "smoke", "--out", str(tmp_path),
                          "--set", "trainer.epochs=3")
     assert "2 to run" in out
-    stale = sorted(p.name for p in (tmp_path / "runs/smoke").glob("*.stale-*"))
+    # (one convention with train.py: moved into <cell>/stale-<time>-<token>/)
+    stale = sorted((tmp_path / "runs/smoke").glob("*/stale-*/summary.json"))
     assert len(stale) == 2
-    assert all((tmp_path / "runs/smoke" / s / "summary.json").exists() for s in stale)
 
 
 def test_unavailable_data_is_reported_and_not_retried(tmp_path, capsys, monkeypatch):
@@ -107,11 +107,14 @@ def test_aggregation_against_hand_computed_values(tmp_path):
 
 
 def test_a_failing_job_does_not_lose_the_others(tmp_path):
-    train_py("-m", "model.num_layers=1,0", "trainer.runs=1", "trainer.epochs=2",
-             f"hydra.sweep.dir={tmp_path}")
+    proc = train_py("-m", "model.num_layers=1,0", "trainer.runs=1", "trainer.epochs=2",
+                    f"hydra.sweep.dir={tmp_path}", check=False)
     assert (tmp_path / "0/summary.json").exists()
     status = json.loads((tmp_path / "1/status.json").read_text())
     assert status["status"] == "failed" and "num_layers must be >= 1, got 0" in status["error"]
+    # the multirun ends non-zero and lists the failed job
+    assert proc.returncode == 1
+    assert "1 job(s) failed:" in proc.stderr and f"{tmp_path / '1'}: ConfigError" in proc.stderr
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -208,7 +211,7 @@ def test_readme_block_is_replaced(tmp_path):
 def test_config_hash_ignores_nulls_and_volatile_keys(compose):
     from omegaconf import open_dict
 
-    from difformer.cli import config_hash
+    from difformer.config import config_hash
 
     base = compose("dataset=cora", "model=difformer_s")
     same = compose("dataset=cora", "model=difformer_s", "trainer.device=cpu", "threads=1",

@@ -4,9 +4,12 @@
 
 Each job directory holds ``summary.json`` and Hydra's ``.hydra/overrides.yaml``. Jobs are
 grouped by the overrides that differ between jobs, except ``seed`` (and bookkeeping keys);
-overrides common to all jobs are not swept values. Within a group every
-run of every job counts once: mean and sample std (ddof = 1) of the per-run test (and valid)
-scores, with n the number of runs.
+overrides common to all jobs are not swept values. Within a group each run counts once, a run
+being its (model seed, data split): ``-m seed=1,2 trainer.runs=2`` trains seed 2 in both jobs
+(on the same split where the split follows the run's seed), and that run is counted once, with
+a warning. Mean and sample std (ddof = 1) of the per-run test (and valid) scores, n the number
+of distinct runs. Jobs that failed or lacked data (``status.json``) are listed, never dropped
+silently.
 """
 from __future__ import annotations
 
@@ -26,10 +29,25 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def problems(root: Path) -> list[dict]:
+    """Jobs without a result: their status (failed, unavailable, interrupted) and why."""
+    out = []
+    for status_path in sorted(Path(root).rglob("status.json")):
+        job = status_path.parent
+        if (job / "summary.json").exists() or "stale-" in str(job):
+            continue
+        status = json.loads(status_path.read_text())
+        out.append({"dir": job, "status": status.get("status"),
+                    "why": status.get("error") or status.get("missing_path")})
+    return out
+
+
 def collect(root: Path) -> list[dict]:
     jobs = []
     for summary_path in sorted(Path(root).rglob("summary.json")):
         job = summary_path.parent
+        if "stale-" in str(job):  # files of an earlier attempt, moved aside
+            continue
         overrides_path = job / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.exists() else []
         jobs.append({"dir": job, "overrides": overrides or [],
@@ -50,8 +68,20 @@ def aggregate(jobs: list[dict]) -> list[dict]:
         groups.setdefault(kept, []).append(job)
     rows = []
     for kept, members in sorted(groups.items()):
-        tests = [r["test"] for j in members for r in j["summary"]["runs"]]
-        valids = [r["valid"] for j in members for r in j["summary"]["runs"]]
+        runs, seen, repeated = [], set(), []
+        for job in members:
+            for r in job["summary"]["runs"]:
+                key = (r.get("seed"), r.get("split_fingerprint"))
+                if r.get("split_fingerprint") is not None and key in seen:
+                    repeated.append(f"seed {r.get('seed')} in {job['dir']}")
+                    continue
+                seen.add(key)
+                runs.append(r)
+        if repeated:
+            print(f"warning: {' '.join(kept) or 'the sweep'}: the jobs' seeds overlap; counted "
+                  f"once: {', '.join(repeated)}", file=sys.stderr)
+        tests = [r["test"] for r in runs]
+        valids = [r["valid"] for r in runs]
         std = statistics.stdev(tests) if len(tests) > 1 else None
         rows.append({"group": " ".join(kept) or "(no swept values)",
                      "metric": members[0]["summary"]["metric"], "n": len(tests),
@@ -77,11 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.directory)
     jobs = collect(root)
+    missing = problems(root)
+    for job in missing:
+        print(f"{job['status']}: {job['dir']}: {job['why']}", file=sys.stderr)
     if not jobs:
         print(f"error: no summary.json under {root}", file=sys.stderr)
         return 2
     rows = aggregate(jobs)
     print(to_markdown(rows))
+    if missing:
+        print(f"\n{len(missing)} job(s) without a result (listed above) are not in the table.")
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

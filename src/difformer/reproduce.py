@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import subprocess
@@ -24,7 +23,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .cli import CONFIG_DIR, config_hash, recorded_hash
+from .config import CONFIG_DIR, config_hash, register_resolvers
+from .rundir import inspect as inspect_run_dir
 
 REPO = CONFIG_DIR.parent
 EXPERIMENTS = CONFIG_DIR / "experiment"
@@ -43,8 +43,11 @@ def table_group(table: str) -> str:
 def compose_cell(experiment: str, extra: list[str]):
     from hydra import compose, initialize_config_dir
 
+    from .settings import normalise
+
+    register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=[f"experiment={experiment}", *extra])
+        return normalise(compose("train", overrides=[f"experiment={experiment}", *extra]))
 
 
 @dataclass
@@ -63,31 +66,23 @@ class Cell:
         return self.experiment.rsplit("/", 1)[-1]
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def inspect(cell: Cell) -> Cell:
-    """Set the cell's status from what its directory holds."""
-    summary = _read_json(cell.directory / "summary.json")
-    status = _read_json(cell.directory / "status.json")
-    if summary is not None:
-        same = recorded_hash(cell.directory, summary) == cell.config_hash
-        cell.status, cell.summary = ("done", summary) if same else ("changed", None)
-    elif status is not None:
-        if status.get("config_hash") != cell.config_hash:
-            cell.status = "changed"
-        elif status["status"] == "unavailable" and not Path(status.get("missing_path") or
-                                                            "/nonexistent").exists():
+    """Set the cell's status from what its directory holds (:mod:`difformer.rundir`)."""
+    state = inspect_run_dir(cell.directory, cell.config_hash)
+    status = state.status or {}
+    if state.state == "finished":
+        cell.status, cell.summary = "done", state.summary
+    elif state.state == "unavailable":
+        missing = status.get("missing_path")
+        if missing and Path(missing).exists():  # the data has appeared since: try again
+            cell.status = "pending"
+        else:
             cell.status, cell.error = "unavailable", status.get("error")
-            cell.notes.append(f"looked for {status.get('missing_path')}")
-        else:  # failed before, or the data has appeared since: try again
-            cell.status, cell.error = "pending", status.get("error")
-    elif cell.directory.exists():
-        cell.status = "changed"  # an interrupted job: keep what it left, run it again
+            cell.notes.append(f"looked for {missing}")
+    elif state.state in ("failed", "resumable"):
+        cell.status, cell.error = "pending", status.get("error")  # run again / continue
+    elif state.state == "changed":
+        cell.status = "changed"  # train.py moves the old files aside and starts over
     return cell
 
 
@@ -106,10 +101,6 @@ def launch(cells: list[Cell], out_dir: Path, jobs: int, extra: list[str],
            threads: int | None = None) -> int:
     """Run the given cells as one multirun (joblib launcher when jobs > 1); each job gets
     ``threads`` torch threads (default: the cores shared out), so jobs do not oversubscribe."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for cell in cells:
-        if cell.directory.exists():
-            cell.directory.rename(cell.directory.with_name(f"{cell.name}.stale-{stamp}"))
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     cmd = [sys.executable, str(REPO / "train.py"), "-m",
            "experiment=" + ",".join(c.experiment for c in cells),
@@ -153,8 +144,7 @@ def row(cell: Cell) -> dict:
         if p.get("mean") is not None:
             out["diff"] = out["ours_mean"] - p["mean"]
         out["verdict"] = verdict(out["ours_mean"], out["ours_std"], p.get("mean"), p.get("std"))
-        if s.get("metric") == "mse":
-            out["note"] = f"MSE, {s.get('mse_convention')} convention"
+        out["note"] = s.get("report_note")
     elif cell.status == "unavailable":
         out["verdict"] = "not run: data unavailable"
         out["note"] = "; ".join(cell.notes) or cell.error

@@ -1,4 +1,4 @@
-"""Graph and feature preprocessing shared by the loaders (reference §1.1.1)."""
+"""Graph and feature preprocessing shared by the loaders (docs/protocols.md §1.1)."""
 from __future__ import annotations
 
 import torch

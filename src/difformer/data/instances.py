@@ -1,4 +1,4 @@
-"""Instances without an input graph (DIFFormer's image/text setting, reference §1.2).
+"""Instances without an input graph (DIFFormer's image/text setting, docs/protocols.md §1.2).
 
 CIFAR-10 / STL-10 are the authors' SimCLR ResNet-18 embeddings (``<name>/features.pkl``, a
 pickled dict of x_train, y_train, x_test, y_test); 20News is the 10-category bag of words
@@ -18,6 +18,7 @@ import torch
 
 from .base import NodeDataset
 from .graph import prepare_edges, self_loops
+from .safe_pickle import check_zlib_pickle, safe_load
 from .sources import DataRoot
 from .splits import RandomClassSplit
 
@@ -43,7 +44,7 @@ def knn_edges(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def instance_dataset(name: str, x: torch.Tensor, y: torch.Tensor, opts) -> NodeDataset:
-    """L labelled per class / ``valid_num`` / the rest, a new split per run (reference §1.2)."""
+    """L labelled per class / ``valid_num`` / the rest, a new split per run (docs/protocols.md §1.2)."""
     k = opts.get("knn_k")
     if k is not None and int(k) < 1:
         raise ValueError(f"dataset.knn_k must be >= 1 or null, got {k}")
@@ -71,8 +72,7 @@ def load_simclr_features(name: str, opts, root: DataRoot) -> NodeDataset:
     path = root.find(rel)
     if path is None:
         raise root.unavailable(name, rel, FEATURES_SOURCE.format(rel=rel))
-    with open(path, "rb") as f:
-        data = pickle.load(f)  # the authors' format; only load files you trust
+    data = safe_load(path)  # the authors' pickle, read without running any code in it
     missing = {"x_train", "y_train", "x_test", "y_test"} - set(data)
     if missing:
         raise ValueError(f"{path}: features.pkl lacks {sorted(missing)}")
@@ -109,7 +109,9 @@ def load_20news(name: str, opts, root: DataRoot) -> NodeDataset:
 
     home = root.cache_dir / "20news"
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / NEWS_CACHE).exists():
+    if (home / NEWS_CACHE).exists():
+        check_zlib_pickle(home / NEWS_CACHE)  # sklearn unpickles it fully
+    else:
         archive = root.find(NEWS_ARCHIVE)
         if archive is not None:
             _news_cache_from_archive(archive, home)

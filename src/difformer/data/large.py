@@ -1,4 +1,4 @@
-"""Large graphs (reference §1.1.2): ogbn-proteins, Pokec, tolokers, and a seeded synthetic
+"""Large graphs (docs/protocols.md §1.1): ogbn-proteins, Pokec, tolokers, and a seeded synthetic
 graph of Pokec's size for benchmarks."""
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ class DatasetSpec:
     metric: str        # key of METRICS / HIGHER_IS_BETTER in difformer.train.metrics
     protocol: str      # split protocol in words, for the README and logs
     source: str
-    regime: str = "fullgraph"  # the trainer it needs: fullgraph | temporal
+    kind: str = "node"  # the task kind (difformer.train.tasks.TASKS): node | temporal
 
 
 _PLANETOID = "20 per class / 500 valid / 1000 test, one split (seed) shared by all runs"
@@ -63,11 +63,11 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
     DatasetSpec("20news", instances.load_20news, "multiclass", "cross_entropy", "accuracy",
                 _INSTANCES, "20 Newsgroups bydate, 10 categories (scikit-learn)"),
     DatasetSpec("chickenpox", temporal.load_temporal, "regression", "mse", "mse", _CHRONO,
-                "PyTorch Geometric Temporal (Rozemberczki et al. 2021)", regime="temporal"),
+                "PyTorch Geometric Temporal (Rozemberczki et al. 2021)", kind="temporal"),
     DatasetSpec("covid", temporal.load_temporal, "regression", "mse", "mse", _CHRONO,
-                "PyTorch Geometric Temporal, England Covid", regime="temporal"),
+                "PyTorch Geometric Temporal, England Covid", kind="temporal"),
     DatasetSpec("wikimath", temporal.load_temporal, "regression", "mse", "mse", _CHRONO,
-                "PyTorch Geometric Temporal, Wikipedia vital mathematics", regime="temporal"),
+                "PyTorch Geometric Temporal, Wikipedia vital mathematics", kind="temporal"),
 ]}
 
 

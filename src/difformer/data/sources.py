@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from .safe_pickle import check_torch_files
+
 T = TypeVar("T")
 
 
@@ -82,6 +84,7 @@ class DataRoot:
         becomes a :class:`DatasetUnavailable` naming the expected path and the source.
         """
         root = self.writable(relpath)
+        check_torch_files(root)  # before PyG can fall back to an unsafe unpickle
         missing = [r for r in required if not (root / r).exists()]
         if missing and self.offline:
             raise self.unavailable(name, relpath, source)

@@ -1,4 +1,4 @@
-"""Split protocols (reference §1 and §8 item 7).
+"""Split protocols (docs/protocols.md §1 and §8 item 7).
 
 A dataset owns one :class:`SplitProtocol`; ``protocol.split(run, seed)`` gives the
 (train, valid, test) node indices of run ``run`` of an experiment seeded with ``seed``.

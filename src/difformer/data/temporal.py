@@ -1,7 +1,7 @@
-"""Spatial-temporal datasets in the torch-geometric-temporal JSON format (reference §1.3).
+"""Spatial-temporal datasets in the torch-geometric-temporal JSON format (docs/protocols.md §1.3).
 
 We read the JSON ourselves: ``import torch_geometric_temporal`` needs the compiled
-``torch_sparse`` (see shared/reference/dependencies.md). The arithmetic is the library's own
+``torch_sparse``, which has no wheel for our torch. The arithmetic is the library's own
 loaders' (0.56.2): features are the previous ``lags`` values of the target, Covid and WikiMath
 targets are standardised per node, Chickenpox is used raw with unit edge weights.
 """

@@ -1,6 +1,6 @@
 """GNN baselines of the paper's tables, as plain ``nn.Module``s built from PyG layers.
 
-Structures follow the official ``gnns.py`` (reference §3.1): MLP, GCN, GAT, SGC, APPNP,
+Structures follow the official ``gnns.py`` (docs/protocols.md §3.1): MLP, GCN, GAT, SGC, APPNP,
 GCN-JK / GAT-JK, MixHop and GPR-GNN. Every model takes ``forward(x, edge_index,
 edge_weight=None)``; ``requires_graph`` tells whether it reads the edges at all.
 """

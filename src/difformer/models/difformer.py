@@ -3,7 +3,7 @@
 The official class lives in ``node classification/difformer.py`` of qitianwu/DIFFormer.
 This module keeps its constructor keywords, its state_dict layout (``convs.{i}.Wk|Wq|Wv``,
 ``fcs.0|1``, ``bns.0..L``) and its arithmetic, so released checkpoints load with
-``strict=True`` and give the same outputs. See ``shared/reference/difformer.md`` §2.
+``strict=True`` and give the same outputs. See ``docs/protocols.md`` §2.
 
 Kernels:
 

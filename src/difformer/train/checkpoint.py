@@ -16,7 +16,7 @@ from .io import save_torch
 FORMAT = "difformer-checkpoint"
 FORMAT_VERSION = 1
 OFFICIAL_FORMAT = "official-difformer-state-dict"
-# Keys every state_dict of the official DIFFormer class has (reference §2.5).
+# Keys every state_dict of the official DIFFormer class has (docs/protocols.md §2.5).
 OFFICIAL_KEYS = ("convs.0.Wk.weight", "convs.0.Wq.weight", "fcs.0.weight", "fcs.1.weight",
                  "bns.0.weight")
 
@@ -53,20 +53,53 @@ def save_run_checkpoint(run_dir: Path, run: int, **fields) -> str:
     return str(path)
 
 
+# What eval mode reads from one of our checkpoints.
+REQUIRED_FIELDS = ("model.name", "model.kwargs", "state_dict", "dataset.config",
+                   "dataset.fingerprint", "dataset.split_fingerprint", "dataset.run",
+                   "dataset.split_seed", "metrics.test")
+
+
+def missing_fields(ckpt: dict) -> list[str]:
+    missing = []
+    for dotted in REQUIRED_FIELDS:
+        node = ckpt
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(dotted)
+                break
+            node = node[part]
+    return missing
+
+
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch's zip format / legacy pickle
+        raise CheckpointError(f"{path} is not a checkpoint: not a file written by torch.save")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+        reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() \
+            else type(err).__name__
+        if "central directory" in reason or "Invalid argument" in reason or \
+                isinstance(err, (EOFError, RuntimeError, OSError)):
+            raise CheckpointError(f"{path} is truncated or damaged ({path.stat().st_size} "
+                                  f"bytes): torch.load says: {reason}") from err
+        raise CheckpointError(f"cannot read checkpoint {path} with weights_only=True (no "
+                              f"pickled code is run): {reason}") from err
     if is_official_state_dict(ckpt):
         return {"format": OFFICIAL_FORMAT, "state_dict": dict(ckpt)}
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is neither a difformer checkpoint (no 'format': {FORMAT!r}) nor an "
             f"official DIFFormer state_dict (keys {', '.join(OFFICIAL_KEYS)})")
+    missing = missing_fields(ckpt)
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks the field(s) {', '.join(missing)}; "
+                              "it was not written by a complete run of this package")
     return ckpt
 
 

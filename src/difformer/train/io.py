@@ -10,7 +10,20 @@ from pathlib import Path
 import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; outputs get the mode any other file of the user would get, so
+# colleagues sharing a results folder on a cluster can read them.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic(path: Path, write) -> None:
+    """Write to a temporary file beside ``path``, flush it to disk, then rename it over
+    ``path``: a crash, a kill or a full disk leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -18,6 +31,7 @@ def _atomic(path: Path, write) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), FILE_MODE)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -62,6 +76,15 @@ class JsonlWriter:
     def write(self, record: dict) -> None:
         self._f.write(json.dumps(_finite(record)) + "\n")
         self._f.flush()
+
+    def keep(self, predicate) -> None:
+        """Rewrite the file (atomically) with only the records ``predicate`` accepts."""
+        self._f.close()
+        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []
+        kept = [line for line in lines if line.strip() and predicate(json.loads(line))]
+        if len(kept) != len(lines):
+            write_text(self.path, "".join(line + "\n" for line in kept))
+        self._f = open(self.path, "a", encoding="utf-8")
 
     def close(self) -> None:
         self._f.close()

@@ -28,6 +28,12 @@ class RunLogger:
             self.wandb.log({f"run{run}/{k}": v for k, v in record.items()
                             if k not in ("run",) and isinstance(v, (int, float))})
 
+    def truncate(self, run: int, epoch: int) -> None:
+        """Forget what an interrupted attempt logged for ``run`` after ``epoch`` (a resume
+        logs those epochs again)."""
+        self.jsonl.keep(lambda r: r.get("run", 0) < run or
+                        (r.get("run", 0) == run and r.get("epoch", 0) <= epoch))
+
     def finish(self, summary: dict) -> None:
         if self.wandb is not None:
             self.wandb.summary.update({k: v for k, v in summary.items()
@@ -44,6 +50,9 @@ class NullLogger:
     """What ranks other than 0 of a distributed run log: nothing."""
 
     def log(self, record: dict) -> None:
+        pass
+
+    def truncate(self, run: int, epoch: int) -> None:
         pass
 
     def finish(self, summary: dict) -> None:

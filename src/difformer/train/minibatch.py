@@ -6,7 +6,7 @@ the loss on the chunk's train nodes, one optimizer step per chunk.
 
 The official script calls ``torch_geometric.utils.subgraph`` once per chunk over the full edge
 list (O(E) per chunk) and gathers features in permutation order, which PyG 2.1-2.3 relabels in
-sorted order instead, silently pairing nodes with the wrong features (reference §7 item 1).
+sorted order instead, silently pairing nodes with the wrong features (docs/protocols.md §7 item 1).
 Here a node's local index *is* its position in the chunk, so the features ``x[chunk]`` match the
 relabelled edges by construction, and all chunks of an epoch come from one O(E) pass.
 """
@@ -64,7 +64,8 @@ class RandomPartitionStep:
 
     def __init__(self, x: Tensor, y: Tensor, edge_index: Tensor, train_idx: Tensor,
                  batch_size: int, loss_fn, device: torch.device, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, autocast_dtype: torch.dtype | None = None):
+                 rank: int = 0, world_size: int = 1, autocast_dtype: torch.dtype | None = None,
+                 model=None, optimizer=None):
         # The graph stays where it is (CPU for large graphs); chunks move to the device.
         self.x, self.y, self.edge_index = x, y, edge_index
         self.is_train = torch.zeros(x.shape[0], dtype=torch.bool)
@@ -73,6 +74,7 @@ class RandomPartitionStep:
         self.generator = torch.Generator().manual_seed(seed)
         self.rank, self.world_size = rank, world_size
         self.autocast_dtype = autocast_dtype
+        self.model, self.optimizer = model, optimizer  # for train_epoch (the run loop's API)
 
     def chunks(self) -> list[tuple[Tensor, Tensor]]:
         """This epoch's chunks that hold train nodes, in order (advances the generator)."""
@@ -81,12 +83,24 @@ class RandomPartitionStep:
                 partition_subgraphs(self.edge_index, perm, self.batch_size)
                 if bool(self.is_train[nodes].any())]
 
-    def __call__(self, model, optimizer) -> float:
-        """One epoch; returns the mean train loss over this rank's train nodes."""
+    def state_dict(self) -> dict:
+        """What a resumed run needs to draw the same partitions: the generator's state."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def train_epoch(self, epoch: int, progress=None) -> float:
+        return self(self.model, self.optimizer, progress)
+
+    def __call__(self, model, optimizer, progress=None) -> float:
+        """One epoch; returns the mean train loss over this rank's train nodes.
+        ``progress(step, steps)`` is called after each step (heartbeats in long epochs)."""
         model.train()
         chunks = self.chunks()
         total, count = 0.0, 0
-        for index in shard_steps(len(chunks), self.world_size, self.rank):
+        steps = shard_steps(len(chunks), self.world_size, self.rank)
+        for step, index in enumerate(steps):
             nodes, edges = chunks[index]
             mask = self.is_train[nodes]
             optimizer.zero_grad()
@@ -99,4 +113,6 @@ class RandomPartitionStep:
             optimizer.step()
             total += loss.item() * int(mask.sum())
             count += int(mask.sum())
+            if progress is not None:
+                progress(step + 1, len(steps))
         return total / max(count, 1)

@@ -1,0 +1,105 @@
+"""What a run directory holds, and what to do with it: the one owner of "finished?",
+"resumable?" and "stale", used by ``train.py`` and ``reproduce.py`` alike.
+
+States (:func:`inspect`):
+
+* ``finished``   -- ``summary.json`` with the same settings hash: skip, report it again;
+* ``resumable``  -- the same settings and ``checkpoints/run*_last.pt`` left by a run that was
+  stopped (a kill, a signal, a failure): continue where it stopped;
+* ``failed`` / ``unavailable`` -- ``status.json`` of an attempt with the same settings;
+* ``changed``    -- files of an attempt with other settings: moved aside, never deleted;
+* ``empty``      -- nothing of ours.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TOKEN, recorded_hash
+
+RUN_OUTPUTS = ("summary.json", "status.json", "metrics.jsonl", "config.yaml", "checkpoints",
+               "eval.json", "curves.png")
+# What Hydra writes into every run directory before our code runs: .hydra/ and an empty log.
+HYDRA_DIR = ".hydra"
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class RunDirState:
+    state: str                  # finished | resumable | failed | unavailable | changed | empty
+    summary: dict | None = None
+    status: dict | None = None
+
+
+def last_checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((Path(run_dir) / "checkpoints").glob("run*_last.pt"))
+
+
+def inspect(run_dir: Path, settings_hash: str) -> RunDirState:
+    run_dir = Path(run_dir)
+    summary = read_json(run_dir / "summary.json")
+    status = read_json(run_dir / "status.json")
+    ours = [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
+    if not ours:
+        return RunDirState("empty")
+    same = recorded_hash(run_dir, summary or status) == settings_hash
+    if not same and status is not None and not (run_dir / "config.yaml").exists():
+        same = status.get("config_hash") == settings_hash
+    if not same:
+        return RunDirState("changed", summary, status)
+    if summary is not None:
+        return RunDirState("finished", summary, status)
+    if last_checkpoints(run_dir):
+        return RunDirState("resumable", None, status)
+    if status is not None and status.get("status") in ("failed", "unavailable"):
+        return RunDirState(status["status"], None, status)
+    return RunDirState("changed", None, status)  # an attempt that left nothing to resume
+
+
+def move_aside(run_dir: Path) -> Path | None:
+    """Move our files of a previous attempt to ``run_dir/stale-<time>-<token>/``."""
+    run_dir = Path(run_dir)
+    leftovers = [run_dir / name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if not leftovers:
+        return None
+    stale = run_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}-{TOKEN}"
+    stale.mkdir(parents=True)
+    for path in leftovers:
+        shutil.move(str(path), str(stale / path.name))
+    return stale
+
+
+def is_untouched(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds only what Hydra wrote before our code ran."""
+    run_dir = Path(run_dir)
+    return run_dir.is_dir() and all(
+        p.name == HYDRA_DIR or (p.suffix == ".log" and p.stat().st_size == 0)
+        for p in run_dir.iterdir())
+
+
+def remove_if_untouched(run_dir: Path) -> None:
+    """A command rejected before any work leaves no run directory behind."""
+    if is_untouched(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        parent = Path(run_dir).parent
+        try:  # the dated folder Hydra made for it, when now empty
+            parent.rmdir()
+        except OSError:
+            pass
+
+
+def write_status(run_dir: Path, status: str, settings_hash: str | None, **fields) -> None:
+    from .train.io import write_json
+
+    write_json(Path(run_dir) / "status.json", {"status": status, "config_hash": settings_hash,
+                                               "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                               **fields})

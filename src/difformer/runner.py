@@ -1,0 +1,98 @@
+"""One training invocation: data -> task -> run loop -> summary, for every task kind.
+
+:func:`train` is what ``mode=train`` runs once the settings are checked; it never looks at a
+dataset's or a model's name: the dataset's spec names its task kind (:data:`TASKS`), the
+model declares what it needs (``requires_graph``, ``knn_k``, ``inference``).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import __version__
+from .config import ConfigError, config_hash
+
+
+def task_of(settings):
+    """The dataset's spec and its task class, from the registry (no data is read)."""
+    from .data import get_spec
+    from .train.tasks import TASKS
+
+    spec = get_spec(settings.dataset.name)
+    return spec, TASKS[spec.kind]
+
+
+def load_data(settings, probe, paths_cfg):
+    """The dataset, with the data the model asks for."""
+    from .data import DataRoot, load_dataset, prepare_for_model
+    from .train import distributed
+
+    with distributed.rank_zero_first():
+        dataset, spec = load_dataset(settings.dataset, DataRoot.from_config(paths_cfg))
+    dataset = prepare_for_model(dataset, probe)
+    if getattr(probe, "requires_graph", False) and not getattr(dataset, "has_graph", True):
+        raise ConfigError(f"model {settings.model_name} uses the input graph, but dataset "
+                          f"{spec.name} has none: set dataset.knn_k=5 for a k-NN graph (or, "
+                          "for DIFFormer, model.use_graph=false)")
+    return dataset
+
+
+def check_trainer(settings, spec, task_cls, probe) -> None:
+    from .train import distributed
+
+    trainer = settings.trainer
+    if trainer.name not in task_cls.trainers:
+        raise ConfigError(f"dataset {spec.name} needs trainer={' or '.join(task_cls.trainers)}, "
+                          f"got trainer={trainer.name}")
+    if trainer.eval_chunk is not None and not hasattr(probe, "inference"):
+        raise ConfigError(f"trainer.eval_chunk needs a model with streamed inference (difformer); "
+                          f"model {settings.model_name} has none: set trainer.eval_chunk=null")
+    if distributed.world_size() > 1 and (task_cls.kind != "node" or trainer.batch_size is None):
+        raise ConfigError(f"torchrun is supported for node classification with "
+                          f"trainer=minibatch, not for the {task_cls.kind} task with "
+                          f"trainer={trainer.name}")
+
+
+def train(settings, probe, cfg, run_dir: Path) -> dict:
+    from .train import distributed
+    from .train.common import resolve_device
+    from .train.io import write_json
+    from .train.loggers import NullLogger, RunLogger
+    from .train.loop import RunLoop
+
+    start = time.time()
+    trainer = settings.trainer
+    spec, task_cls = task_of(settings)
+    check_trainer(settings, spec, task_cls, probe)
+    device = distributed.setup(resolve_device(trainer.device))
+    finished = False
+    try:
+        lead = distributed.rank() == 0
+        dataset = load_data(settings, probe, cfg.paths)
+        eval_device = None if trainer.eval_device is None else resolve_device(trainer.eval_device)
+        task = task_cls(dataset, spec, settings, device, eval_device,
+                        distributed.rank(), distributed.world_size())
+        if lead:
+            print(dataset.summary(), flush=True)
+        logger = RunLogger(run_dir, cfg.logger, settings.config) if lead else NullLogger()
+        try:
+            loop = RunLoop(task, settings, run_dir, logger, device, dataset.fingerprint())
+            records, _ = loop.fit()
+            finished = True
+            if not lead:
+                return {}
+            summary = {"dataset": dataset.name, "model": settings.model_name, "task": task.kind,
+                       **task.summary(records), "std_ddof": 1, "n_runs": len(records),
+                       "runs": records, "device": str(device),
+                       "world_size": distributed.world_size(),
+                       "wall_seconds": time.time() - start, "package_version": __version__,
+                       "config_hash": config_hash(cfg), "run_dir": str(run_dir)}
+            write_json(Path(run_dir) / "summary.json", summary)
+            logger.finish(summary)
+        finally:
+            logger.close()
+    finally:
+        distributed.teardown(finished)
+    print(f"{task.report(summary)} (sample std, ddof=1) | {summary['wall_seconds']:.1f}s | "
+          f"{run_dir}", flush=True)
+    return summary

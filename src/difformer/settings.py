@@ -1,0 +1,240 @@
+"""The settings of one invocation, resolved once from the composed config and checked.
+
+Every check names the key, the value and what is allowed (:class:`ConfigError`, one line,
+exit code 2, before any work). The training loop, the tasks and eval mode read these typed
+fields instead of the raw config.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError, check
+
+MODES = ("train", "eval")
+PRECISIONS = ("32", "bf16")
+
+
+def _integer(value, key: str, minimum: int | None = None, allow_null: bool = False):
+    if value is None and allow_null:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+    return value
+
+
+def _number(value, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _boolean(value, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def _device(value, key: str, allow_null: bool = False) -> str | None:
+    if value is None and allow_null:
+        return None
+    value = str(value)
+    check(value in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", value) is not None,
+          f"{key}={value} is not allowed; use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def parse_log_every(value) -> tuple[int | None, float | None]:
+    """``trainer.log_every``: an integer counts epochs, ``"30s"`` counts seconds."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value, None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(value))
+    if match is None or float(match.group(1)) <= 0:
+        raise ConfigError(f"trainer.log_every={value} is not allowed; use a number of epochs "
+                          "(e.g. 10) or of seconds (e.g. 30s)")
+    return None, float(match.group(1))
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    name: str
+    epochs: int
+    runs: int
+    device: str = "auto"
+    eval_step: int = 1
+    batch_size: int | None = None
+    eval_device: str | None = None
+    eval_chunk: int | None = None
+    precision: str = "32"
+    patience: int | None = None
+    patience_mode: str = "reset"
+    mse: str = "standard"
+    progress: bool = True
+    save_checkpoints: bool = True
+    checkpoint_every: int | None = None   # epochs; null: every checkpoint_seconds
+    checkpoint_seconds: float = 60.0
+    log_every: str | int = "30s"
+
+
+TRAINER_KEYS = tuple(f.name for f in fields(TrainerSettings))
+
+
+def trainer_settings(node) -> TrainerSettings:
+    raw = OmegaConf.to_container(node, resolve=True)
+    unknown = sorted(set(raw) - set(TRAINER_KEYS))
+    check(not unknown, f"trainer.{unknown[0] if unknown else ''} is not a trainer setting; "
+                       f"known: {', '.join(TRAINER_KEYS)}")
+    get = raw.get
+    precision = str(get("precision") or 32)
+    check(precision in PRECISIONS,
+          f"trainer.precision={precision} is not allowed; use null (float32), 32 or bf16")
+    log_every = get("log_every", "30s")
+    parse_log_every(log_every)
+    return TrainerSettings(
+        name=str(get("name")),
+        epochs=_integer(get("epochs"), "trainer.epochs", 1),
+        runs=_integer(get("runs"), "trainer.runs", 1),
+        device=_device(get("device", "auto"), "trainer.device"),
+        eval_step=_integer(get("eval_step", 1), "trainer.eval_step", 1),
+        batch_size=_integer(get("batch_size"), "trainer.batch_size", 1, allow_null=True),
+        eval_device=_device(get("eval_device"), "trainer.eval_device", allow_null=True),
+        eval_chunk=_integer(get("eval_chunk"), "trainer.eval_chunk", 1, allow_null=True),
+        precision=precision,
+        patience=_integer(get("patience"), "trainer.patience", 1, allow_null=True),
+        patience_mode=str(get("patience_mode", "reset")),
+        mse=str(get("mse", "standard")),
+        progress=_boolean(get("progress", True), "trainer.progress"),
+        save_checkpoints=_boolean(get("save_checkpoints", True), "trainer.save_checkpoints"),
+        checkpoint_every=_integer(get("checkpoint_every"), "trainer.checkpoint_every", 1,
+                                  allow_null=True),
+        checkpoint_seconds=_number(get("checkpoint_seconds", 60.0), "trainer.checkpoint_seconds"),
+        log_every=log_every)
+
+
+# Model keywords that count things: each must be a whole number >= 1 (or >= the value here).
+SIZE_KEY = re.compile(r"^(K|hops|.*_channels|.*layers|.*heads|.*_k|.*_chunk|.*_order|"
+                      r"nb_.*|.*_epochs)$")
+SIZE_MINIMUM = {"rb_order": 0, "local_epochs": 0}
+
+
+def check_model_sizes(kwargs: dict) -> None:
+    for key, value in kwargs.items():
+        if SIZE_KEY.match(key) and not isinstance(value, (list, tuple)):
+            _integer(value, f"model.{key}", SIZE_MINIMUM.get(key, 1), allow_null=True)
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str
+    seed: int
+    split_seed: int
+    model_name: str
+    model_kwargs: dict
+    lr: float
+    weight_decay: float
+    trainer: TrainerSettings
+    dataset: DictConfig = field(repr=False)
+    dataset_config: dict = field(repr=False)
+    config: dict = field(repr=False)           # the whole resolved config, for checkpoints
+    checkpoint: str | None = None
+    eval_allow_mismatch: bool = False
+    resume: bool = True
+    threads: int | None = None
+
+
+# trainer=auto: what each task kind trains with, and the keys it does not read.
+TASK_TRAINERS = {"node": ("fullgraph", {"epochs": 500}),
+                 "temporal": ("temporal", {"epochs": 200, "patience": 20})}
+UNUSED_TRAINER_KEYS = {"node": ("patience", "patience_mode", "mse"),
+                       "temporal": ("eval_step", "batch_size", "eval_device", "eval_chunk",
+                                    "precision")}
+
+
+def normalise(cfg: DictConfig) -> DictConfig:
+    """Resolve ``trainer=auto`` in place from the dataset's task kind: the regime's name, the
+    task's defaults for null values, and no keys that task does not read -- so config.yaml
+    records what ran, and the settings hash equals that of the explicit preset."""
+    from omegaconf import open_dict
+
+    from .data import get_spec
+
+    if cfg.trainer.get("name") != "auto":
+        return cfg
+    try:
+        kind = get_spec(str(cfg.dataset.name)).kind
+    except ValueError as err:
+        raise ConfigError(str(err).replace("unknown dataset", "dataset.name: unknown dataset")
+                          ) from err
+    name, defaults = TASK_TRAINERS[kind]
+    with open_dict(cfg):
+        cfg.trainer.name = name
+        for key, value in defaults.items():
+            if cfg.trainer.get(key) is None:
+                cfg.trainer[key] = value
+        for key in UNUSED_TRAINER_KEYS[kind]:
+            cfg.trainer.pop(key, None)
+    return cfg
+
+
+def resolve(cfg: DictConfig) -> Settings:
+    """Check every value of ``cfg`` and return the typed settings (``cfg`` normalised)."""
+    normalise(cfg)
+    mode = str(cfg.get("mode"))
+    check(mode in MODES, f"mode={mode} is not allowed; use {' or '.join(MODES)}")
+    checkpoint = cfg.get("checkpoint")
+    if mode == "eval":
+        check(checkpoint is not None, "mode=eval needs checkpoint=PATH")
+    if checkpoint is not None:
+        check(Path(str(checkpoint)).is_file(), f"checkpoint={checkpoint}: no such file")
+    lr = _number(cfg.optim.lr, "optim.lr")
+    check(lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}")
+    weight_decay = _number(cfg.optim.weight_decay, "optim.weight_decay")
+    check(weight_decay >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
+    unknown = sorted(set(cfg.optim) - {"lr", "weight_decay"})
+    check(not unknown, f"optim.{unknown[0] if unknown else ''} is not an optimizer setting; "
+                       "known: lr, weight_decay")
+    seed = _integer(cfg.get("seed"), "seed", 0)
+    split_seed = _integer(cfg.dataset.get("split_seed"), "dataset.split_seed", 0,
+                          allow_null=True)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    name = model.pop("name", None)
+    check(isinstance(name, str), f"model.name must be a model name, got {name!r}")
+    check_model_sizes(model)
+    dataset_config = OmegaConf.to_container(cfg.dataset, resolve=True)
+    if dataset_config.get("split_seed") is None:
+        dataset_config.pop("split_seed", None)
+    return Settings(
+        mode=mode, seed=seed, split_seed=seed if split_seed is None else split_seed,
+        model_name=name, model_kwargs=model, lr=lr, weight_decay=weight_decay,
+        trainer=trainer_settings(cfg.trainer), dataset=cfg.dataset,
+        dataset_config=dataset_config, config=OmegaConf.to_container(cfg, resolve=True),
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        eval_allow_mismatch=bool(cfg.get("eval_allow_mismatch", False)),
+        resume=bool(cfg.get("resume", True)),
+        threads=_integer(cfg.get("threads"), "threads", 1, allow_null=True))
+
+
+def build_probe(settings: Settings):
+    """The model built once with placeholder sizes: its constructor checks its own keywords
+    (kernel, layers, alpha, ...) and it declares what it needs from the data."""
+    from .models import build_model
+
+    try:
+        return build_model(settings.model_name, 1, 1, **settings.model_kwargs)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"model: {err}") from err
+
+
+def validate(cfg: DictConfig) -> Settings:
+    """:func:`resolve` plus the model's own checks of its keywords."""
+    settings = resolve(cfg)
+    build_probe(settings)
+    return settings
