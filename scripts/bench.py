@@ -10,6 +10,8 @@ child processes for peak memory) and printed as a ratio; results go to bench/res
                against the matmul floor 10 * N * h^2 FLOP per layer at the measured matmul rate
   tolokers     DIFFormer-s on tolokers (real files, DIFFORMER_DATA): full-graph epoch vs
                mini-batch epoch
+  import       ``from difformer.models import DIFFormer`` in a fresh interpreter, against
+               ``import torch`` alone (the median of 5 of each, alternated)
 """
 from __future__ import annotations
 
@@ -184,6 +186,22 @@ def bench_tolokers(batch_size: int, epochs: int) -> dict | None:
             "minibatch_over_fullgraph": times["minibatch"] / times["fullgraph"]}
 
 
+def bench_import(repeats: int = 5) -> dict:
+    """Seconds for a fresh interpreter to import torch, and torch + DIFFormer (alternated)."""
+    def once(code: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+        return time.perf_counter() - start
+
+    torch_only, encoder = [], []
+    for _ in range(repeats):
+        torch_only.append(once("import torch"))
+        encoder.append(once("import torch; from difformer.models import DIFFormer"))
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    return {"torch_seconds": median(torch_only), "encoder_seconds": median(encoder),
+            "beyond_torch_seconds": median(encoder) - median(torch_only)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
@@ -206,6 +224,10 @@ def main() -> int:
                      epoch=(1_632_803, 30_622_564, 100_000), tolokers=(2_000, 3))
     results = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or
                platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    results["import"] = i = bench_import()
+    print(f"import: torch {i['torch_seconds']:.2f}s, torch + difformer.models.DIFFormer "
+          f"{i['encoder_seconds']:.2f}s -> {i['beyond_torch_seconds']:.2f}s beyond torch",
+          flush=True)
     results["batching"] = bench_batching(*sizes["batching"])
     b = results["batching"]
     print(f"batching ({b['nodes']:,} nodes, {b['edges']:,} edges, B={b['batch_size']:,}): "

@@ -284,3 +284,23 @@ def test_chunked_sigmoid_attention_equals_dense(heads, use_weight):
         assert torch.allclose(pd.grad, pc.grad, atol=1e-5), name
     with torch.no_grad():
         assert torch.allclose(chunked.eval()(x, edge_index), dense.eval()(x, edge_index), atol=1e-5)
+
+
+def test_encode_returns_the_embeddings_before_the_head():
+    import warnings
+
+    torch.manual_seed(0)
+    model = DIFFormer(in_channels=5, hidden_channels=8, out_channels=3, num_layers=2,
+                      use_weight=True).eval()
+    x = torch.randn(6, 5)
+    ring = torch.tensor([[0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0]])
+    loops = torch.arange(6).repeat(2, 1)
+    edge_index = torch.cat([ring, ring.flip(0), loops], dim=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every node has its self-loop: no warning
+        z = model.encode(x, edge_index)
+    assert z.shape == (6, 8)
+    assert torch.equal(model.fcs[-1](z), model(x, edge_index))
+    assert torch.equal(model(x, edge_index, return_embeddings=True), z)
+    with pytest.warns(UserWarning, match="6 of 6 nodes have no self-loop"):
+        model.encode(x, torch.cat([ring, ring.flip(0)], dim=1))

@@ -14,8 +14,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-# configs/ of a source checkout; a wheel ships the same tree inside the package.
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# An installed wheel ships the config tree inside the package (difformer/configs); a source
+# checkout (also an editable install) reads configs/ at the repository's root.
+_PACKAGED = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = _PACKAGED if (_PACKAGED / "train.yaml").is_file() else \
+    Path(__file__).resolve().parents[2] / "configs"
 
 # One token per process, so two jobs started in the same second get different run
 # directories; it is constant within a process, so every interpolation agrees.

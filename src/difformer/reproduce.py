@@ -102,7 +102,7 @@ def launch(cells: list[Cell], out_dir: Path, jobs: int, extra: list[str],
     """Run the given cells as one multirun (joblib launcher when jobs > 1); each job gets
     ``threads`` torch threads (default: the cores shared out), so jobs do not oversubscribe."""
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    cmd = [sys.executable, str(REPO / "train.py"), "-m",
+    cmd = [sys.executable, "-m", "difformer", "-m",
            "experiment=" + ",".join(c.experiment for c in cells),
            f"hydra.sweep.dir={out_dir}", "hydra.sweep.subdir='${basename:${hydra:runtime.choices.experiment}}'",
            f"threads={threads}", "trainer.progress=false", *extra]

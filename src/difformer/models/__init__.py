@@ -10,52 +10,96 @@ on the k-NN graph of the features), ``set_labels`` (it reads the train labels),
 """
 from __future__ import annotations
 
+import importlib
 from functools import partial
 from typing import Callable
 
 import torch.nn as nn
 
-from .baselines import GAT, GCN, MLP, SGC, APPNPNet, GPRGNN, JKNet, MixHop
-from .difformer import KERNELS, DIFFormer, DIFFormerConv
-from .graph_baselines import H2GCN, DenseGAT, LabelPropagation, ManiReg, on_knn_graph
-from .nodeformer import NodeFormer
-from .sgformer import SGFormer, SGFormerPyG, Polynormer
-from .temporal_baselines import DCRNN, MPNNLSTM
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "difformer": DIFFormer,
-    "mlp": MLP,
-    "gcn": GCN,
-    "gat": GAT,
-    "sgc": SGC,
-    "appnp": APPNPNet,
-    "gcn_jk": partial(JKNet, conv="gcn"),
-    "gat_jk": partial(JKNet, conv="gat"),
-    "mixhop": MixHop,
-    "gprgnn": GPRGNN,
-    "lp": LabelPropagation,
-    "manireg": ManiReg,
-    "h2gcn": H2GCN,
-    "gcn_knn": on_knn_graph(GCN),
-    "gat_knn": on_knn_graph(GAT),
-    "dense_gat": DenseGAT,
-    "dcrnn": DCRNN,
-    "mpnn_lstm": MPNNLSTM,
-    "nodeformer": NodeFormer,
-    "sgformer": SGFormer,
-    "sgformer_pyg": SGFormerPyG,
-    "polynormer": Polynormer,
+# name -> "module:attribute" (and keyword arguments bound to it). Modules are imported when a
+# model is built or named, so ``from difformer.models import DIFFormer`` does not import PyG and
+# every baseline (under a second beyond torch; see make bench).
+_REGISTRY: dict[str, tuple[str, dict]] = {
+    "difformer": ("difformer:DIFFormer", {}),
+    "mlp": ("baselines:MLP", {}),
+    "gcn": ("baselines:GCN", {}),
+    "gat": ("baselines:GAT", {}),
+    "sgc": ("baselines:SGC", {}),
+    "appnp": ("baselines:APPNPNet", {}),
+    "gcn_jk": ("baselines:JKNet", {"conv": "gcn"}),
+    "gat_jk": ("baselines:JKNet", {"conv": "gat"}),
+    "mixhop": ("baselines:MixHop", {}),
+    "gprgnn": ("baselines:GPRGNN", {}),
+    "lp": ("graph_baselines:LabelPropagation", {}),
+    "manireg": ("graph_baselines:ManiReg", {}),
+    "h2gcn": ("graph_baselines:H2GCN", {}),
+    "gcn_knn": ("graph_baselines:GCN_KNN", {}),
+    "gat_knn": ("graph_baselines:GAT_KNN", {}),
+    "dense_gat": ("graph_baselines:DenseGAT", {}),
+    "dcrnn": ("temporal_baselines:DCRNN", {}),
+    "mpnn_lstm": ("temporal_baselines:MPNNLSTM", {}),
+    "nodeformer": ("nodeformer:NodeFormer", {}),
+    "sgformer": ("sgformer:SGFormer", {}),
+    "sgformer_pyg": ("sgformer:SGFormerPyG", {}),
+    "polynormer": ("sgformer:Polynormer", {}),
 }
+# Public classes importable from here, and the module each lives in.
+_EXPORTS = {"DIFFormer": "difformer", "DIFFormerConv": "difformer", "KERNELS": "difformer",
+            "MLP": "baselines", "GCN": "baselines", "GAT": "baselines", "SGC": "baselines",
+            "APPNPNet": "baselines", "JKNet": "baselines", "MixHop": "baselines",
+            "GPRGNN": "baselines", "LabelPropagation": "graph_baselines",
+            "ManiReg": "graph_baselines", "H2GCN": "graph_baselines",
+            "DenseGAT": "graph_baselines", "DCRNN": "temporal_baselines",
+            "MPNNLSTM": "temporal_baselines", "NodeFormer": "nodeformer",
+            "SGFormer": "sgformer", "SGFormerPyG": "sgformer", "Polynormer": "sgformer"}
+
+
+def _resolve(target: str):
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+
+class _Models(dict):
+    """``MODELS[name]`` -> builder. Registered names hold None until first use, when their
+    module is imported; ``MODELS[name] = cls`` registers a class of your own."""
+
+    def __getitem__(self, name):
+        if name not in self:
+            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(self))}")
+        builder = dict.__getitem__(self, name)
+        if builder is None:
+            target, bound = _REGISTRY[name]
+            cls = _resolve(target)
+            builder = partial(cls, **bound) if bound else cls
+        return builder
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def items(self):
+        return [(n, self[n]) for n in self]
+
+    def values(self):
+        return [self[n] for n in self]
+
+
+MODELS = _Models.fromkeys(_REGISTRY)
+
+
+def model_class(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name`` (importing its module now)."""
+    return MODELS[name]
 
 
 def build_model(name: str, in_channels: int, out_channels: int, **kwargs) -> nn.Module:
     """Instantiate model ``name`` with the given sizes and keyword arguments."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
-    return MODELS[name](in_channels=in_channels, out_channels=out_channels, **kwargs)
+    return model_class(name)(in_channels=in_channels, out_channels=out_channels, **kwargs)
 
 
-__all__ = ["DIFFormer", "DIFFormerConv", "KERNELS", "MODELS", "build_model", "MLP", "GCN",
-           "GAT", "SGC", "APPNPNet", "JKNet", "MixHop", "GPRGNN", "LabelPropagation", "ManiReg",
-           "H2GCN", "DenseGAT", "DCRNN", "MPNNLSTM", "NodeFormer", "SGFormer", "SGFormerPyG",
-           "Polynormer"]
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["MODELS", "build_model", "model_class", *_EXPORTS]

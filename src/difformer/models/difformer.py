@@ -307,17 +307,39 @@ class DIFFormer(nn.Module):
             z = self.bns[i + 1](z)
         return z
 
-    def forward(self, x: Tensor, edge_index: Tensor | None = None,
-                edge_weight: Tensor | None = None) -> Tensor:
-        """x [N, in_channels], edge_index [2, E] (self-loops already added) -> logits [N, out]."""
-        adj = self._adjacency(x.shape[0], edge_index, edge_weight)
+    def _encode(self, x: Tensor, adj: Tensor | None) -> Tensor:
         z = F.dropout(self._input_block(x), p=self.dropout, training=self.training)
         z0 = z
         for i, conv in enumerate(self.convs):
             z_prev = z
             z = self._after_conv(i, conv(z, adj), z_prev, z0)
             z = F.dropout(z, p=self.dropout, training=self.training)
-        return self.fcs[-1](z)
+        return z
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None,
+                edge_weight: Tensor | None = None, return_embeddings: bool = False) -> Tensor:
+        """x [N, in_channels], edge_index [2, E] (self-loops already added) -> logits [N, out],
+        or with ``return_embeddings`` the node embeddings [N, hidden] before the output layer."""
+        z = self._encode(x, self._adjacency(x.shape[0], edge_index, edge_weight))
+        return z if return_embeddings else self.fcs[-1](z)
+
+    def encode(self, x: Tensor, edge_index: Tensor | None = None,
+               edge_weight: Tensor | None = None) -> Tensor:
+        """Node embeddings [N, hidden_channels] before the output layer: DIFFormer as an encoder.
+
+        The GCN branch (``use_graph``) expects one self-loop per node, as the official
+        preprocessing adds (our datasets have them); nodes without one get a warning here --
+        add them with ``torch_geometric.utils.add_self_loops`` (or build with use_graph=False).
+        """
+        if self.use_graph and edge_index is not None:
+            looped = torch.zeros(x.shape[0], dtype=torch.bool, device=edge_index.device)
+            looped[edge_index[0][edge_index[0] == edge_index[1]]] = True
+            missing = int((~looped).sum())
+            if missing:
+                warnings.warn(f"{missing} of {x.shape[0]} nodes have no self-loop; DIFFormer's "
+                              "GCN branch expects one per node (torch_geometric.utils."
+                              "add_self_loops adds them)", stacklevel=2)
+        return self.forward(x, edge_index, edge_weight, return_embeddings=True)
 
     @torch.no_grad()
     def inference(self, x: Tensor, edge_index: Tensor | None = None,

@@ -20,7 +20,7 @@ from torch_geometric.nn import LabelPropagation as PyGLabelPropagation
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import remove_self_loops
 
-from .baselines import MLP, _check
+from .baselines import GAT, GCN, MLP, _check
 
 
 class LabelPropagation(nn.Module):
@@ -193,3 +193,7 @@ def on_knn_graph(cls: type[nn.Module]) -> type[nn.Module]:
 
     OnKNNGraph.__name__ = OnKNNGraph.__qualname__ = f"{cls.__name__}KNN"
     return OnKNNGraph
+
+
+GCN_KNN = on_knn_graph(GCN)
+GAT_KNN = on_knn_graph(GAT)

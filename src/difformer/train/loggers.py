@@ -12,7 +12,11 @@ class RunLogger:
         self.jsonl = JsonlWriter(Path(run_dir) / "metrics.jsonl")
         self.wandb = None
         if logger_cfg.get("name") == "wandb":
-            import wandb  # optional at import time: only this logger needs it
+            try:
+                import wandb  # an extra: only this logger needs it
+            except ImportError as err:
+                raise ImportError("logger=wandb needs Weights & Biases: pip install "
+                                  "'difformer[wandb]' (or pip install wandb)") from err
 
             mode = os.environ.get("WANDB_MODE") or logger_cfg.get("mode")
             self.wandb = wandb.init(project=logger_cfg.get("project"),
