@@ -16,12 +16,13 @@ install: $(STAMP)
 
 # torch is installed first and alone, pinned to this CI machine's local CPU build (TORCH=... to
 # change it; TORCH= keeps whatever torch is there); the package only asks for a range, so pip keeps
-# that build. scripts/check_env.py reports what was installed.
+# that build. scripts/check_env.py reports what was installed. The editable install uses compat
+# mode (src/ on sys.path) so that Hydra finds our plugin in the hydra_plugins namespace.
 TORCH ?= torch==2.13.0
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(if $(TORCH),$(BIN)/python -m pip install '$(TORCH)')
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev]' --config-settings editable_mode=compat
 	DIFFORMER_EXPECT_TORCH=$(patsubst torch==%,%,$(TORCH)) $(BIN)/python scripts/check_env.py
 	touch $(STAMP)
 

@@ -221,3 +221,26 @@ def test_config_hash_ignores_nulls_and_volatile_keys(compose):
     assert config_hash(base) == config_hash(same)
     assert config_hash(base) != config_hash(compose("dataset=cora", "model=difformer_s",
                                                     "model.num_layers=4"))
+
+
+def test_optuna_study_resumes_to_the_requested_count_and_survives_failures(tmp_path):
+    pytest.importorskip("optuna")
+    import optuna
+
+    args = ["-m", "hydra/sweeper=resumable_optuna", "hydra/sweeper/sampler=grid",
+            "hydra.sweeper.direction=maximize", "model.num_layers=choice(1,2)",
+            "model.hidden_channels=choice(8,0)", "trainer.runs=1", "trainer.epochs=2",
+            f"hydra.sweep.dir={tmp_path}"]
+    first = train_py(*args, "hydra.sweeper.n_trials=2", check=False)  # as if stopped after 2
+    second = train_py(*args, "hydra.sweeper.n_trials=4", check=False)
+    assert "has 2 finished trial(s); running up to 2 more" in second.stdout
+    study = optuna.load_study(study_name="difformer", storage=f"sqlite:///{tmp_path}/optuna.db")
+    trials = study.get_trials()
+    assert len(trials) == 4  # the requested count in all, each grid point once
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
+    states = sorted(t.state.name for t in trials)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]  # hidden_channels=0 fails
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3"]
+    assert first.returncode == second.returncode == 1  # failed jobs are listed, exit 1
+    third = train_py(*args, "hydra.sweeper.n_trials=4", check=False)
+    assert "running up to 0 more" in third.stdout and len(study.get_trials()) == 4

@@ -52,7 +52,7 @@ def preflight(argv: list[str]) -> str | None:
         key = key.lstrip("+~")
         if key in GROUPS and (CONFIG_DIR / key).is_dir():
             options = group_options(key)
-            for choice in value.split(","):  # a multirun sweep over choices
+            for choice in value.strip("[]").split(","):  # a sweep, or a list (logger=[a,b])
                 if choice and choice != "null" and choice not in options:
                     return (f"{key}={choice} is not a {key}; allowed: {', '.join(options)}")
     return None
@@ -133,7 +133,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .data import DatasetUnavailable
+    from .data import DataError, DatasetUnavailable
     from .data.safe_pickle import UnsafeDataFile
     from .train.checkpoint import CheckpointError
     from .train.lifecycle import Interrupted, NonFiniteLoss
@@ -165,7 +165,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             print(f"error: job {hydra_cfg.job.num} ({run_dir}): {type(err).__name__}: {err}",
                   file=sys.stderr, flush=True)
             return None
-        if bad_input or isinstance(err, (DatasetUnavailable, UnsafeDataFile)):
+        if bad_input or isinstance(err, (DataError, DatasetUnavailable, UnsafeDataFile)):
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
         if isinstance(err, NonFiniteLoss):

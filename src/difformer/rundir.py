@@ -88,13 +88,8 @@ def is_untouched(run_dir: Path) -> bool:
 
 def remove_if_untouched(run_dir: Path) -> None:
     """A command rejected before any work leaves no run directory behind."""
-    if is_untouched(run_dir):
+    if is_untouched(run_dir):  # (its parent stays: it may be the user's own folder)
         shutil.rmtree(run_dir, ignore_errors=True)
-        parent = Path(run_dir).parent
-        try:  # the dated folder Hydra made for it, when now empty
-            parent.rmdir()
-        except OSError:
-            pass
 
 
 def write_status(run_dir: Path, status: str, settings_hash: str | None, **fields) -> None:

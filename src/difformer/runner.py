@@ -34,7 +34,7 @@ def load_data(settings, probe, paths_cfg):
         raise ConfigError(f"model {settings.model_name} uses the input graph, but dataset "
                           f"{spec.name} has none: set dataset.knn_k=5 for a k-NN graph (or, "
                           "for DIFFormer, model.use_graph=false)")
-    return dataset
+    return dataset, spec
 
 
 def check_trainer(settings, spec, task_cls, probe) -> None:
@@ -68,7 +68,7 @@ def train(settings, probe, cfg, run_dir: Path) -> dict:
     finished = False
     try:
         lead = distributed.rank() == 0
-        dataset = load_data(settings, probe, cfg.paths)
+        dataset, spec = load_data(settings, probe, cfg.paths)  # the file may decide the loss
         eval_device = None if trainer.eval_device is None else resolve_device(trainer.eval_device)
         task = task_cls(dataset, spec, settings, device, eval_device,
                         distributed.rank(), distributed.world_size())

@@ -186,6 +186,9 @@ def normalise(cfg: DictConfig) -> DictConfig:
 
 def resolve(cfg: DictConfig) -> Settings:
     """Check every value of ``cfg`` and return the typed settings (``cfg`` normalised)."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    check(not missing, f"{missing[0] if missing else ''} must be set: add "
+                       f"{missing[0] if missing else ''}=... to the command line")
     normalise(cfg)
     mode = str(cfg.get("mode"))
     check(mode in MODES, f"mode={mode} is not allowed; use {' or '.join(MODES)}")

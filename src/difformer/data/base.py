@@ -33,6 +33,8 @@ class NodeDataset:
     num_classes: int
     splits: SplitProtocol
     has_graph: bool = True
+    loss: str | None = None     # set by a loader whose file decides it (own data: regression)
+    metric: str | None = None
 
     @property
     def num_nodes(self) -> int:

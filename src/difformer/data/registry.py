@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import instances, large, loaders, temporal
+from . import instances, large, loaders, own, temporal
 from .base import NodeDataset
 from .sources import DataRoot
 
@@ -62,6 +62,14 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
                 "accuracy", _INSTANCES, "SimCLR ResNet-18 features (DIFFormer authors)"),
     DatasetSpec("20news", instances.load_20news, "multiclass", "cross_entropy", "accuracy",
                 _INSTANCES, "20 Newsgroups bydate, 10 categories (scikit-learn)"),
+    DatasetSpec("npz", own.load_npz, "from the file", "cross_entropy", "accuracy",
+                "the file's masks or index arrays, else labels per class or random ratios",
+                "your own arrays (numpy .npz)"),
+    DatasetSpec("pyg", own.load_pyg, "from the file", "cross_entropy", "accuracy",
+                "the file's masks or index arrays, else labels per class or random ratios",
+                "your own torch_geometric Data (torch.save)"),
+    DatasetSpec("csv", own.load_csv, "from the file", "cross_entropy", "accuracy",
+                "labels per class or random ratios", "your own nodes.csv (+ edges.csv)"),
     DatasetSpec("chickenpox", temporal.load_temporal, "regression", "mse", "mse", _CHRONO,
                 "PyTorch Geometric Temporal (Rozemberczki et al. 2021)", kind="temporal"),
     DatasetSpec("covid", temporal.load_temporal, "regression", "mse", "mse", _CHRONO,
@@ -80,8 +88,13 @@ def get_spec(name: str) -> DatasetSpec:
 def load_dataset(opts, root: DataRoot) -> tuple[NodeDataset | temporal.TemporalDataset,
                                                 DatasetSpec]:
     """Load the dataset described by the ``dataset`` config node ``opts``."""
+    import dataclasses
+
     spec = get_spec(opts.name)
-    return spec.loader(opts.name, opts, root), spec
+    dataset = spec.loader(opts.name, opts, root)
+    decided = {k: getattr(dataset, k, None) for k in ("loss", "metric")}
+    decided = {k: v for k, v in decided.items() if v is not None}
+    return dataset, (dataclasses.replace(spec, **decided) if decided else spec)
 
 
 def prepare_for_model(dataset, model):

@@ -28,6 +28,11 @@ class DatasetUnavailable(FileNotFoundError):
         self.path = path
 
 
+class DataError(ValueError):
+    """A data file that cannot be used as given (missing arrays, wrong shapes, bad ids):
+    reported in one line naming the file and what it needs."""
+
+
 @dataclass(frozen=True)
 class DataRoot:
     data_dir: Path

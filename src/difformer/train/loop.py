@@ -203,6 +203,7 @@ class RunLoop:
                 split_seed=s.split_seed, metrics=task.checkpoint_metrics(record),
                 config=s.config)
         save_last(finished=True, record=record)
+        self.logger.run_finished(record)
         print(task.run_line(record), flush=True)
         return record
 

@@ -68,9 +68,16 @@ def mse_standard(pred: Tensor, y: Tensor) -> Tensor:
     return torch.mean((pred.reshape(-1) - y.reshape(-1)) ** 2)
 
 
-METRICS = {"accuracy": accuracy, "rocauc": rocauc, "rocauc_ogb": rocauc_ogb}
+def node_mse(pred: Tensor, y: Tensor) -> float:
+    """Node regression (own data): elementwise mean squared error of the single output."""
+    if y.numel() == 0:
+        return float("nan")
+    return mse_standard(pred.float(), y.float()).item()
+
+
+METRICS = {"accuracy": accuracy, "rocauc": rocauc, "rocauc_ogb": rocauc_ogb, "mse": node_mse}
 HIGHER_IS_BETTER = {"accuracy": True, "rocauc": True, "rocauc_ogb": True, "mse": False}
-LOSSES = {"cross_entropy": cross_entropy, "bce": bce}
+LOSSES = {"cross_entropy": cross_entropy, "bce": bce, "mse": mse_standard}
 MSE = {"paper": mse_paper, "standard": mse_standard}
 
 

@@ -152,8 +152,8 @@ class NodeTask:
 
     def run_line(self, record: dict) -> str:
         return (f"run {record['run']:02d} | seed {record['seed']} | best epoch "
-                f"{record['best_epoch']} | train {100 * record['train']:.2f} | valid "
-                f"{100 * record['valid']:.2f} | test {100 * record['test']:.2f} | "
+                f"{record['best_epoch']} | train {self.fmt(record['train'])} | valid "
+                f"{self.fmt(record['valid'])} | test {self.fmt(record['test'])} | "
                 f"{record['seconds']:.1f}s")
 
     def summary(self, records: list[dict]) -> dict:
@@ -166,15 +166,14 @@ class NodeTask:
                 "test_std": test_std, "valid_mean": valid_mean, "valid_std": valid_std,
                 "eval_device": str(self.eval_device), "precision": self.trainer.precision}
 
-    @staticmethod
-    def report(summary: dict) -> str:
+    def report(self, summary: dict) -> str:
         return (f"{summary['metric']} over {summary['n_runs']} run(s): test "
-                f"{100 * summary['test_mean']:.2f} ± {100 * summary['test_std']:.2f} | valid "
-                f"{100 * summary['valid_mean']:.2f}")
+                f"{self.fmt(summary['test_mean'])} ± {self.fmt(summary['test_std'])} | valid "
+                f"{self.fmt(summary['valid_mean'])}")
 
-    @staticmethod
-    def fmt(value: float) -> str:
-        return f"{100 * value:.2f}"
+    def fmt(self, value: float) -> str:
+        """Percent for the scores in [0, 1]; 4 decimals for an error (MSE)."""
+        return f"{value:.4f}" if self.metric == "mse" else f"{100 * value:.2f}"
 
 
 class SnapshotEpoch:

@@ -1,0 +1,1 @@
+"""difformer's Hydra plugins (a resumable Optuna sweeper)."""
