@@ -98,3 +98,44 @@ def test_own_data_errors_name_the_problem(tmp_path):
     proc = train_py("dataset=npz", f"dataset.path={tmp_path / 'bad.npz'}",
                     f"hydra.run.dir={tmp_path / 'b'}", check=False)
     assert "error: dataset=npz: the file needs arrays 'x' and 'y' (has x)" in proc.stderr
+
+
+def test_your_own_model_and_loader_classes_without_a_fork(tmp_path):
+    (tmp_path / "mine.py").write_text(
+        "import numpy as np, torch\n"
+        "from difformer.data import NodeDataset\n"
+        "from difformer.data.graph import self_loops\n"
+        "from difformer.data.splits import RandomFractionSplit\n"
+        "class TwoLayer(torch.nn.Module):\n"
+        "    def __init__(self, in_channels, out_channels, width=16):\n"
+        "        super().__init__()\n"
+        "        self.net = torch.nn.Sequential(torch.nn.Linear(in_channels, width),\n"
+        "                                       torch.nn.ReLU(), torch.nn.Linear(width, out_channels))\n"
+        "    def forward(self, x, edge_index=None):\n"
+        "        return self.net(x)\n"
+        "def blobs(name, opts, root):\n"
+        "    g = torch.Generator().manual_seed(int(opts.get('seed', 0)))\n"
+        "    y = torch.arange(300) % 3\n"
+        "    x = torch.randn(300, 4, generator=g) + 2.0 * torch.nn.functional.one_hot(y, 4)\n"
+        "    return NodeDataset(name=name, x=x, y=y, edge_index=self_loops(300), num_classes=3,\n"
+        "                       splits=RandomFractionSplit(torch.arange(300), 0.5, 0.25),\n"
+        "                       has_graph=False)\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "model=custom",
+                           "model._target_=mine.TwoLayer", "+model.width=32", "dataset=custom",
+                           "dataset._target_=mine.blobs", "+dataset.seed=1", "trainer.runs=1",
+                           "trainer.epochs=60", "optim.lr=0.05", f"hydra.run.dir={run_dir}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["model"] == "mine.TwoLayer" and summary["test_mean"] >= 0.7  # chance: 0.33
+    ckpt = torch.load(run_dir / "checkpoints/run0.pt", weights_only=True)
+    assert ckpt["model"]["kwargs"]["width"] == 32
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "mode=eval",
+                           f"checkpoint={run_dir / 'checkpoints/run0.pt'}",
+                           f"hydra.run.dir={tmp_path / 'eval'}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "eval/eval.json").read_text())["test"] == \
+        summary["runs"][0]["test"]

@@ -208,3 +208,35 @@ def test_console_script_is_installed():
     proc = subprocess.run([str(script), "--cfg", "job"], capture_output=True, text=True,
                           timeout=120, cwd=REPO)
     assert proc.returncode == 0 and "name: digits" in proc.stdout
+
+
+def test_a_joblib_multirun_shares_the_cores(tmp_path):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    train_py("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2",
+             "trainer.runs=1", "trainer.epochs=1", f"hydra.sweep.dir={tmp_path}")
+    threads = [read_summary(tmp_path / str(i))["torch_threads"] for i in (0, 1)]
+    assert threads == [max(1, cores // 2)] * 2
+
+
+def test_debug_configs(tmp_path):
+    train_py("debug=default", f"hydra.run.dir={tmp_path / 'default'}")
+    summary = read_summary(tmp_path / "default")
+    assert summary["n_runs"] == 1 and "checkpoint" not in summary["runs"][0]
+    lines = (tmp_path / "default/metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    train_py("debug=overfit", f"hydra.run.dir={tmp_path / 'overfit'}")
+    assert read_summary(tmp_path / "overfit")["runs"][0]["train"] == 1.0  # fits its train nodes
+    proc = train_py("debug=profile", f"hydra.run.dir={tmp_path / 'profile'}")
+    assert "profile of 3 epoch(s)" in proc.stdout
+    trace = json.loads((tmp_path / "profile/profile_trace.json").read_text())
+    assert trace["traceEvents"]
+    assert "aten::addmm" in (tmp_path / "profile/profile.txt").read_text()
+
+
+def test_help_lists_the_choices():
+    proc = train_py("--help")
+    assert proc.stdout.startswith("difformer-train (train.py, python -m difformer)")
+    assert "dataset: 20news, chameleon" in proc.stdout and "debug: default, overfit, profile" \
+        in proc.stdout

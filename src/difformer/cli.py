@@ -86,10 +86,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         from .train.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(settings.checkpoint)
-    if settings.threads:
+    threads = settings.threads or parallel_job_threads()
+    if threads:
         import torch
 
-        torch.set_num_threads(settings.threads)
+        torch.set_num_threads(threads)
     from omegaconf import OmegaConf
 
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -104,6 +105,24 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     summary = train(settings, probe, cfg, run_dir)
     write_status(run_dir, "finished", settings_hash)
     return summary
+
+
+def parallel_job_threads() -> int | None:
+    """Under a parallel launcher (joblib, n_jobs = k), each job takes cores / k torch threads,
+    so k jobs do not oversubscribe the machine (``threads=`` overrides)."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    launcher = HydraConfig.get().get("launcher") or {}
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    jobs = int(launcher.get("n_jobs") or 1)
+    jobs = cores if jobs < 1 else jobs  # joblib's -1: one job per core
+    return max(1, (cores or 1) // jobs)
 
 
 def _safe_hash(cfg: DictConfig) -> str | None:

@@ -50,7 +50,7 @@ def check(ok: bool, message: str) -> None:
 VOLATILE_KEYS = ("paths", "logger", "mode", "checkpoint", "eval_allow_mismatch", "threads",
                  "resume", "paper", "hydra")
 VOLATILE_TRAINER_KEYS = ("device", "eval_device", "eval_chunk", "progress", "save_checkpoints",
-                         "checkpoint_every", "checkpoint_seconds", "log_every")
+                         "checkpoint_every", "checkpoint_seconds", "log_every", "profile_epochs")
 
 
 def _drop_nulls(obj):

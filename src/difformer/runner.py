@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from . import __version__
 from .config import ConfigError, config_hash
 
@@ -18,7 +20,9 @@ def task_of(settings):
     from .data import get_spec
     from .train.tasks import TASKS
 
-    spec = get_spec(settings.dataset.name)
+    from .settings import dataset_name
+
+    spec = get_spec(dataset_name(settings.dataset))
     return spec, TASKS[spec.kind]
 
 
@@ -85,6 +89,7 @@ def train(settings, probe, cfg, run_dir: Path) -> dict:
                        **task.summary(records), "std_ddof": 1, "n_runs": len(records),
                        "runs": records, "device": str(device),
                        "world_size": distributed.world_size(),
+                       "torch_threads": torch.get_num_threads(),
                        "wall_seconds": time.time() - start, "package_version": __version__,
                        "config_hash": config_hash(cfg), "run_dir": str(run_dir)}
             write_json(Path(run_dir) / "summary.json", summary)

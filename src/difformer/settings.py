@@ -82,6 +82,7 @@ class TrainerSettings:
     checkpoint_every: int | None = None   # epochs; null: every checkpoint_seconds
     checkpoint_seconds: float = 60.0
     log_every: str | int = "30s"
+    profile_epochs: int | None = None   # profile this many epochs of run 0 (debug=profile)
 
 
 TRAINER_KEYS = tuple(f.name for f in fields(TrainerSettings))
@@ -116,7 +117,9 @@ def trainer_settings(node) -> TrainerSettings:
         checkpoint_every=_integer(get("checkpoint_every"), "trainer.checkpoint_every", 1,
                                   allow_null=True),
         checkpoint_seconds=_number(get("checkpoint_seconds", 60.0), "trainer.checkpoint_seconds"),
-        log_every=log_every)
+        log_every=log_every,
+        profile_epochs=_integer(get("profile_epochs"), "trainer.profile_epochs", 1,
+                                allow_null=True))
 
 
 # Model keywords that count things: each must be a whole number >= 1 (or >= the value here).
@@ -158,6 +161,11 @@ UNUSED_TRAINER_KEYS = {"node": ("patience", "patience_mode", "mse"),
                                     "precision")}
 
 
+def dataset_name(node) -> str:
+    """The registry name of a dataset node: ``_target_`` (your own loader) or ``name``."""
+    return str(node.get("_target_") or node.get("name"))
+
+
 def normalise(cfg: DictConfig) -> DictConfig:
     """Resolve ``trainer=auto`` in place from the dataset's task kind: the regime's name, the
     task's defaults for null values, and no keys that task does not read -- so config.yaml
@@ -169,7 +177,7 @@ def normalise(cfg: DictConfig) -> DictConfig:
     if cfg.trainer.get("name") != "auto":
         return cfg
     try:
-        kind = get_spec(str(cfg.dataset.name)).kind
+        kind = get_spec(dataset_name(cfg.dataset)).kind
     except ValueError as err:
         raise ConfigError(str(err).replace("unknown dataset", "dataset.name: unknown dataset")
                           ) from err
@@ -208,7 +216,8 @@ def resolve(cfg: DictConfig) -> Settings:
     split_seed = _integer(cfg.dataset.get("split_seed"), "dataset.split_seed", 0,
                           allow_null=True)
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    name = model.pop("name", None)
+    name = model.pop("_target_", None) or model.pop("name", None)  # _target_: your own class
+    model.pop("name", None)
     check(isinstance(name, str), f"model.name must be a model name, got {name!r}")
     check_model_sizes(model)
     dataset_config = OmegaConf.to_container(cfg.dataset, resolve=True)

@@ -80,6 +80,15 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
 
 
 def get_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS and "." in name:  # your own loader: dataset._target_=my_pkg.load
+        from hydra.utils import get_method
+
+        try:
+            loader = get_method(name)
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(f"dataset._target_={name}: cannot import it ({err})") from err
+        return DatasetSpec(name, loader, "from the loader", "cross_entropy", "accuracy",
+                           "the loader's split protocol", f"your own loader {name}")
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
@@ -90,8 +99,9 @@ def load_dataset(opts, root: DataRoot) -> tuple[NodeDataset | temporal.TemporalD
     """Load the dataset described by the ``dataset`` config node ``opts``."""
     import dataclasses
 
-    spec = get_spec(opts.name)
-    dataset = spec.loader(opts.name, opts, root)
+    name = str(opts.get("_target_") or opts.name)
+    spec = get_spec(name)
+    dataset = spec.loader(name, opts, root)
     decided = {k: getattr(dataset, k, None) for k in ("loss", "metric")}
     decided = {k: v for k, v in decided.items() if v is not None}
     return dataset, (dataclasses.replace(spec, **decided) if decided else spec)

@@ -54,6 +54,16 @@ _EXPORTS = {"DIFFormer": "difformer", "DIFFormerConv": "difformer", "KERNELS": "
             "SGFormer": "sgformer", "SGFormerPyG": "sgformer", "Polynormer": "sgformer"}
 
 
+def _import_path(path: str):
+    """``my_pkg.module.MyModel`` -> the class (Hydra's own resolution of ``_target_``)."""
+    from hydra.utils import get_class
+
+    try:
+        return get_class(path)
+    except Exception as err:  # noqa: BLE001 - report any import failure the same way
+        raise ValueError(f"model._target_={path}: cannot import it ({err})") from err
+
+
 def _resolve(target: str):
     module, attr = target.split(":")
     return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
@@ -64,6 +74,8 @@ class _Models(dict):
     module is imported; ``MODELS[name] = cls`` registers a class of your own."""
 
     def __getitem__(self, name):
+        if name not in self and "." in name:  # your own class: model._target_=my_pkg.MyModel
+            return _import_path(name)
         if name not in self:
             raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(self))}")
         builder = dict.__getitem__(self, name)

@@ -187,3 +187,37 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+# ---------------------------------------------------------------- profiling
+
+class Profiler:
+    """``trainer.profile_epochs=K``: torch.profiler over the first K epochs of run 0; writes
+    ``profile_trace.json`` (chrome://tracing, Perfetto) and ``profile.txt`` (the top operators
+    by total time) into the run directory."""
+
+    def __init__(self, run_dir, epochs: int | None, device: torch.device):
+        self.run_dir, self.epochs, self.active = run_dir, epochs, None
+        self.activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            self.activities.append(torch.profiler.ProfilerActivity.CUDA)
+
+    def step(self, index: int) -> None:
+        if not self.epochs:
+            return
+        if index == 0:
+            self.active = torch.profiler.profile(activities=self.activities, record_shapes=True)
+            self.active.__enter__()
+        elif index == self.epochs:
+            self.close()
+
+    def close(self) -> None:
+        if self.active is None:
+            return
+        self.active.__exit__(None, None, None)
+        self.active.export_chrome_trace(str(self.run_dir / "profile_trace.json"))
+        table = self.active.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+        (self.run_dir / "profile.txt").write_text(table + "\n")
+        print(f"profile of {self.epochs} epoch(s): {self.run_dir / 'profile.txt'}, "
+              f"{self.run_dir / 'profile_trace.json'}", flush=True)
+        self.active, self.epochs = None, None

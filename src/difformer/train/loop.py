@@ -29,7 +29,8 @@ from . import distributed
 from .checkpoint import save_run_checkpoint
 from .common import peak_memory_mb, seed_everything
 from .io import save_torch
-from .lifecycle import FiniteGuard, GracefulStop, Interrupted, Progress, rng_state, set_rng_state
+from .lifecycle import (FiniteGuard, GracefulStop, Interrupted, Profiler, Progress, rng_state,
+                        set_rng_state)
 
 LAST_FORMAT = "difformer-last"
 
@@ -144,8 +145,11 @@ class RunLoop:
                 "best": best, "best_state": best_state, "last_finite": guard.last,
                 "rng": rng_state(), "seconds": elapsed + time.time() - run_start})
 
+        profiler = Profiler(self.run_dir, trainer.profile_epochs if run == 0 and self.lead
+                            else None, self.device)
         try:
             for epoch in range(first_epoch, epochs if not stopped else first_epoch):
+                profiler.step(epoch - first_epoch)
                 t0 = time.time()
                 if hasattr(model, "on_epoch_start"):  # e.g. Polynormer's local-then-global
                     model.on_epoch_start(epoch)
@@ -183,6 +187,7 @@ class RunLoop:
                     break
         finally:
             progress.close()
+            profiler.close()
         if not self.lead:
             return {}
         # seed and split identify a run: aggregation counts each (seed, split) once
