@@ -16,9 +16,11 @@ DATA_DIR = Path(os.environ.get("DIFFORMER_DATA") or SHARED_DATA)
 def offline_data_env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("data-cache")
     saved = {k: os.environ.get(k) for k in ("DIFFORMER_DATA", "DIFFORMER_CACHE",
-                                             "DIFFORMER_OFFLINE", "WANDB_MODE")}
+                                             "DIFFORMER_OFFLINE", "WANDB_MODE",
+                                             "DIFFORMER_CURVES")}
+    # curves.png costs ~1 s of matplotlib per run; tests/test_loggers.py turns it back on
     os.environ.update(DIFFORMER_DATA=str(DATA_DIR), DIFFORMER_CACHE=str(cache),
-                      DIFFORMER_OFFLINE="1", WANDB_MODE="disabled")
+                      DIFFORMER_OFFLINE="1", WANDB_MODE="disabled", DIFFORMER_CURVES="0")
     yield
     for k, v in saved.items():
         if v is None:

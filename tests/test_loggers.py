@@ -83,3 +83,15 @@ def test_csv_tensorboard_and_wandb_read_back(tmp_path, monkeypatch):
         assert [h["_step"] for h in history] == [0, 1, 2]  # each seed from its own step 0
         assert [h["valid"] for h in history] == pytest.approx(
             [r["valid"] for r in records if r["run"] == record["run"]])
+
+
+def test_training_curves_are_drawn_beside_the_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFORMER_CURVES", "1")
+    train_py("trainer.runs=2", "trainer.epochs=4", f"hydra.run.dir={tmp_path}")
+    from PIL import Image
+
+    image = Image.open(tmp_path / "curves.png")
+    assert image.size[0] > 2 * image.size[1]  # three panels side by side
+    monkeypatch.setenv("DIFFORMER_CURVES", "0")
+    train_py("trainer.runs=1", "trainer.epochs=2", f"hydra.run.dir={tmp_path / 'off'}")
+    assert not (tmp_path / "off/curves.png").exists()

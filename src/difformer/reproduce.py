@@ -182,25 +182,39 @@ def write_report(table: str, cells: list[Cell], out_dir: Path) -> Path:
                      f"{(r['note'] or '').replace('|', '/')} |")
     report = out_dir / f"{name}.md"
     report.write_text("\n".join(lines) + "\n")
-    _plot(rows, out_dir / f"{name}.png", name)
+    units = ["percentage points" if c.paper.get("unit") == "percent" else
+             f"{c.paper.get('metric') or 'metric'}" for c in cells]
+    _plot(rows, out_dir / f"{name}.png", name, units)
     return report
 
 
-def _plot(rows: list[dict], path: Path, title: str) -> None:
+def _plot(rows: list[dict], path: Path, title: str, units: list[str]) -> None:
+    """A difference plot: ours − paper per cell, with the combined std as the bar around it
+    (the band of the 'within' verdict), green within, red outside, grey × for cells not run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(rows)), 3.5))
-    xs = range(len(rows))
-    for offset, key, label in ((-0.2, "ours", "ours"), (0.2, "paper", "paper")):
-        means = [r[f"{key}_mean"] if r[f"{key}_mean"] is not None else math.nan for r in rows]
-        stds = [r[f"{key}_std"] or 0.0 for r in rows]
-        ax.bar([x + offset for x in xs], means, width=0.4, yerr=stds, label=label, capsize=3)
-    ax.set_xticks(list(xs), [r["cell"] for r in rows], rotation=45, ha="right", fontsize=7)
-    ax.set_title(title)
-    ax.legend()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.75 * len(rows) + 1.5), 4.0))
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    for x, r in enumerate(rows):
+        if r["diff"] is None:
+            ax.plot([x], [0.0], marker="x", color="grey", markersize=8)
+            ax.annotate("not run" if r["ours_mean"] is None else "no paper number", (x, 0.0),
+                        textcoords="offset points", xytext=(0, 8), ha="center", fontsize=6,
+                        color="grey", rotation=90)
+            continue
+        band = math.hypot(r["ours_std"] or 0.0, r["paper_std"] or 0.0)
+        color = "tab:green" if r["verdict"] == "within" else "tab:red"
+        ax.errorbar([x], [r["diff"]], yerr=[band], fmt="o", color=color, capsize=4)
+    ax.set_xticks(list(range(len(rows))), [r["cell"] for r in rows], rotation=45, ha="right",
+                  fontsize=7)
+    unit = ", ".join(sorted(set(units)))
+    ax.set_ylabel(f"ours − paper ({unit})")
+    ax.set_title(f"{title}: ours − paper, bar = combined std (green within, red outside)",
+                 fontsize=8)
+    ax.set_xlim(-0.7, len(rows) - 0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -60,6 +60,8 @@ class DataRoot:
         yet; a loader may then download into it.
         """
         src, dst = self.data_dir / relpath, self.cache_dir / relpath
+        if src.exists() and dst.is_dir() and not any(p.is_file() for p in dst.rglob("*")):
+            shutil.rmtree(dst, ignore_errors=True)  # left empty by a failed download
         if src.exists() and not dst.exists():
             tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
             shutil.copytree(src, tmp, dirs_exist_ok=True)

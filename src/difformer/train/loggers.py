@@ -34,6 +34,34 @@ class CsvLog:
         write_text(self.path, out.getvalue())
 
 
+def plot_curves(jsonl_path: Path, out: Path, metric: str = "score") -> None:
+    """curves.png: training loss, valid and test score against epoch, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(jsonl_path).read_text().splitlines() if line]
+    if not records:
+        return
+    panels = [key for key in ("loss", "valid", "test") if any(key in r for r in records)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.2), squeeze=False)
+    runs = sorted({r.get("run", 0) for r in records})
+    for ax, key in zip(axes[0], panels):
+        for run in runs:
+            points = [(r["epoch"], r[key]) for r in records if r.get("run", 0) == run
+                      and isinstance(r.get(key), (int, float))]
+            if points:
+                ax.plot(*zip(*points), label=f"run {run}", linewidth=1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training loss" if key == "loss" else f"{key} {metric}")
+    if len(runs) > 1:
+        axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 class TensorBoardLog:
     def __init__(self, run_dir: Path):
         try:
@@ -118,6 +146,9 @@ class RunLogger:
     def __init__(self, run_dir: Path, logger_cfg, config: dict):
         self.jsonl = JsonlWriter(Path(run_dir) / "metrics.jsonl")
         options = dict(logger_cfg) if logger_cfg is not None else {}
+        jsonl = options.get("jsonl") or {}
+        self.curves = Path(run_dir) / "curves.png" \
+            if str(jsonl.get("curves", True)).lower() in ("true", "1", "yes") else None
         self.csv = CsvLog(run_dir, self.jsonl.path) if "csv" in options else None
         self.tensorboard = TensorBoardLog(run_dir) if "tensorboard" in options else None
         self.wandb = WandbLog(run_dir, dict(options["wandb"] or {}), config) \
@@ -144,7 +175,8 @@ class RunLogger:
             self.tensorboard.flush()
 
     def finish(self, summary: dict) -> None:
-        pass
+        if self.curves is not None:
+            plot_curves(self.jsonl.path, self.curves, summary.get("metric", "score"))
 
     def close(self) -> None:
         self.jsonl.close()
