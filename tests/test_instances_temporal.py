@@ -234,3 +234,28 @@ def test_stl10_paper_cell_on_a_fixture(tmp_path):
     assert (config.model.hidden_channels, config.optim.lr, config.trainer.epochs) == (400, 5e-4, 2)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_runs"] == 1 and summary["dataset"] == "stl10"
+
+
+def test_temporal_summaries_carry_both_stds_and_the_verdict_uses_the_papers():
+    import statistics
+
+    from difformer import reproduce
+    from difformer.train.tasks import TemporalTask
+
+    records = [{"test": t, "valid": t, "test_mse_paper": t, "test_mse_standard": t}
+               for t in (0.9, 1.0, 1.3)]
+    fake = TemporalTask.__new__(TemporalTask)
+    fake.mse = "paper"
+    fake._split = type("S", (), {"train": range(2), "valid": range(2), "test": range(6)})()
+    summary = TemporalTask.summary(fake, records)
+    assert summary["test_std"] == pytest.approx(statistics.stdev([0.9, 1.0, 1.3]))
+    assert summary["test_std_population"] == pytest.approx(statistics.pstdev([0.9, 1.0, 1.3]))
+    cell = reproduce.Cell("paper/table4/x", None, "h", {"mean": 1.3, "std": 0.12}, status="done",
+                          summary={**summary, "n_runs": 3, "std_ddof": 1})
+    row = reproduce.row(cell)
+    assert row["ours_std"] == pytest.approx(summary["test_std_population"]) and row["ddof"] == 0
+    # |1.0667 - 1.3| = 0.233 > sqrt(0.170^2 + 0.12^2) = 0.208 with ddof 0 -> outside,
+    # while the sample std (0.208) would give sqrt(0.208^2 + 0.12^2) = 0.240 -> within
+    assert row["verdict"] == "outside"
+    assert reproduce.verdict(row["ours_mean"], summary["test_std"], 1.3, 0.12) == "within"
+    assert "ddof 0 (population)" in row["note"]

@@ -225,3 +225,23 @@ def test_paper_pair_trains_minibatch_on_fixture(tmp_path, dataset, fixture):
     epochs = [json.loads(line)["epoch"] for line in lines]
     assert epochs == [0, 9]  # eval_step 9 from the pair, and the last epoch
     assert 0.0 <= summary["test_mean"] <= 1.0
+
+
+def test_proteins_ignores_a_processed_file_ogb_left(tmp_path):
+    """Anyone who ran ogb or the official code has processed/data_processed (a torch pickle
+    that torch >= 2.6 refuses): the loader rebuilds from the raw files, never unpickling it."""
+    import os
+
+    fx = make_proteins(tmp_path / "data")
+    processed = tmp_path / "data/ogb/ogbn_proteins/processed"
+    processed.mkdir(exist_ok=True)
+    marker = tmp_path / "executed"
+
+    class Planted:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save(Planted(), processed / "data_processed")
+    ds = load("ogbn-proteins", tmp_path / "data", tmp_path)
+    assert not marker.exists() and tuple(ds.y.shape) == (fx["num_nodes"], 112)
+    assert (processed / "data_processed").exists()  # the read-only data root is untouched

@@ -240,3 +240,17 @@ def test_a_schedulers_checkpoint_signal_saves_then_hands_over(tmp_path):
     assert last["epoch"] == max(r["epoch"] for r in logged if r["run"] == 1)
     proc = train_py(*args, f"hydra.run.dir={run_dir}")  # the requeued job
     assert f"run 1: resuming after epoch {last['epoch']}" in proc.stdout
+
+
+def test_evaluation_schedule_is_the_official_one():
+    """Pokec's pair: 500 epochs, every 9th from 0 -> 0, 9, ..., 495 (56 evaluations), not 499."""
+    from types import SimpleNamespace
+
+    from difformer.train.tasks import NodeTask
+
+    def schedule(eval_last):
+        task = SimpleNamespace(trainer=SimpleNamespace(eval_step=9, eval_last=eval_last))
+        return [e for e in range(500) if NodeTask.evaluates_at(task, e, 500)]
+
+    assert schedule(None) == list(range(0, 500, 9)) and len(schedule(None)) == 56
+    assert schedule(True) == list(range(0, 500, 9)) + [499]

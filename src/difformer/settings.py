@@ -83,6 +83,7 @@ class TrainerSettings:
     checkpoint_seconds: float = 60.0
     log_every: str | int = "30s"
     profile_epochs: int | None = None   # profile this many epochs of run 0 (debug=profile)
+    eval_last: bool | None = None       # also evaluate the last epoch (null/false: official)
 
 
 TRAINER_KEYS = tuple(f.name for f in fields(TrainerSettings))
@@ -119,7 +120,9 @@ def trainer_settings(node) -> TrainerSettings:
         checkpoint_seconds=_number(get("checkpoint_seconds", 60.0), "trainer.checkpoint_seconds"),
         log_every=log_every,
         profile_epochs=_integer(get("profile_epochs"), "trainer.profile_epochs", 1,
-                                allow_null=True))
+                                allow_null=True),
+        eval_last=None if get("eval_last") is None else _boolean(get("eval_last"),
+                                                                 "trainer.eval_last"))
 
 
 # Model keywords that count things: each must be a whole number >= 1 (or >= the value here).
@@ -158,7 +161,7 @@ TASK_TRAINERS = {"node": ("fullgraph", {"epochs": 500}),
                  "temporal": ("temporal", {"epochs": 200, "patience": 20})}
 UNUSED_TRAINER_KEYS = {"node": ("patience", "patience_mode", "mse"),
                        "temporal": ("eval_step", "batch_size", "eval_device", "eval_chunk",
-                                    "precision")}
+                                    "precision", "eval_last")}
 
 
 def dataset_name(node) -> str:

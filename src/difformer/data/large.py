@@ -45,6 +45,9 @@ def load_ogbn_proteins(name: str, opts, root: DataRoot) -> NodeDataset:
             return dict(np.load(arrays))
         if copy.exists():  # ogb saves its processed file there but does not create the folder
             (copy / "processed").mkdir(exist_ok=True)
+        # A processed file left by ogb or the official code (a torch pickle that torch >= 2.6
+        # refuses, and that we never unpickle): ogb rebuilds from the raw files without it.
+        (copy / "processed" / "data_processed").unlink(missing_ok=True)
         ds = NodePropPredDataset("ogbn-proteins", root=str(copy.parent))
         split = ds.get_idx_split()
         out = {"edge_index": ds.graph["edge_index"], "edge_feat": ds.graph["edge_feat"],

@@ -16,6 +16,8 @@ A dataset's :class:`~difformer.data.DatasetSpec` names its kind; :data:`TASKS` m
 """
 from __future__ import annotations
 
+import statistics
+
 import torch
 
 from ..data.temporal import chrono_split_fingerprint
@@ -127,7 +129,10 @@ class NodeTask:
                               self.loss_fn, self.device, self.autocast)
 
     def evaluates_at(self, epoch: int, epochs: int) -> bool:
-        return epoch % self.trainer.eval_step == 0 or epoch == epochs - 1
+        """Every eval_step-th epoch from 0, as the official scripts (Pokec, 500 epochs every
+        9: 0, 9, ..., 495); ``trainer.eval_last`` adds the last epoch as a candidate."""
+        return epoch % self.trainer.eval_step == 0 or (
+            bool(self.trainer.eval_last) and epoch == epochs - 1)
 
     def evaluate(self, model, split) -> dict:
         model.to(self.eval_device)
@@ -299,7 +304,11 @@ class TemporalTask:
                         "(chronological)",
                "report_note": f"MSE, {self.mse} convention"}
         for key in ("test", "valid", "test_mse_paper", "test_mse_standard"):
-            out[f"{key}_mean"], out[f"{key}_std"] = mean_std([r[key] for r in records])
+            values = [r[key] for r in records]
+            out[f"{key}_mean"], out[f"{key}_std"] = mean_std(values)
+            # the official spatial-temporal script prints numpy's population std (ddof 0)
+            out[f"{key}_std_population"] = statistics.pstdev(values)
+        out["paper_std_ddof"] = 0  # reproduce.py compares with the paper in that convention
         return out
 
     @staticmethod
