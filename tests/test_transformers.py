@@ -198,3 +198,41 @@ def test_relational_bias_term_of_a_layer_equals_dense_per_head_formula():
                 bias[:, head] += torch.sigmoid(with_rb.b[i, head]) * (norm @ value[:, head])
         expected = bias.flatten(-2) @ with_rb.Wo.weight.T
     assert torch.allclose(diff[0], expected, atol=1e-5)
+
+
+def official_projection_global(m, d, seed):
+    """The official create_projection_matrix as written: it seeds the *global* RNG."""
+    blocks, current = [], seed
+    for _ in range(m // d):
+        torch.manual_seed(current)
+        q, _ = torch.linalg.qr(torch.randn((d, d)))
+        blocks.append(q.t())
+        current += 1
+    if m - (m // d) * d:
+        torch.manual_seed(current)
+        q, _ = torch.linalg.qr(torch.randn((d, d)))
+        blocks.append(q.t()[:m - (m // d) * d])
+    current += 1
+    torch.manual_seed(current)
+    return torch.diag(torch.norm(torch.randn((m, d)), dim=1)) @ torch.vstack(blocks)
+
+
+@pytest.mark.parametrize("m,d", [(30, 8), (32, 8), (10, 32)])
+def test_official_rng_leaves_the_global_rng_where_the_official_code_does(m, d):
+    from difformer.models.nodeformer import reseed_like_official
+
+    expected = official_projection_global(m, d, 12345)
+    after_official = torch.get_rng_state()
+    torch.manual_seed(999)  # anywhere else
+    assert torch.allclose(create_projection_matrix(m, d, seed=12345), expected)
+    reseed_like_official(12345, m, d)
+    assert torch.equal(torch.get_rng_state(), after_official)
+
+
+def test_official_rng_freezes_the_gumbel_noise_and_the_default_does_not():
+    torch.manual_seed(0)
+    x, edge_index = torch.randn(12, 5), small_graph(12, 20)
+    for official, same in ((True, True), (False, False)):
+        model = NodeFormer(5, 8, 3, num_layers=1, num_heads=2, official_rng=official).train()
+        a, b = model(x, edge_index), model(x, edge_index)
+        assert torch.equal(a, b) is same

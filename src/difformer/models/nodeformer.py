@@ -91,6 +91,17 @@ def kernelized_softmax(query: Tensor, key: Tensor, value: Tensor, projection: Te
     return (num / den).permute(1, 0, 2, 3), _edge_weights(q, k, edge_index)
 
 
+def reseed_like_official(seed: int, m: int, d: int) -> None:
+    """Leave the *global* RNG where the official ``create_projection_matrix`` leaves it: it
+    seeds the global generator (last with ``seed + m // d + 1``) and draws the [m, d] scaling
+    Gaussians from it. The dropout and Gumbel noise that follow are then a function of the
+    queries' sum; on Cora that sum saturates the int32 seed, so the noise is the same at every
+    step and the runs after the first restart from the same state (``official_rng=True``
+    replays this; the default keeps the caller's RNG stream independent)."""
+    torch.manual_seed(seed + m // d + 1)
+    torch.randn((m, d))
+
+
 def kernelized_gumbel_softmax(query: Tensor, key: Tensor, value: Tensor, projection: Tensor,
                               edge_index: Tensor, num_samples: int, tau: float
                               ) -> tuple[Tensor, Tensor]:
@@ -134,7 +145,7 @@ class NodeFormerConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, num_heads: int,
                  nb_random_features: int = 10, use_gumbel: bool = True,
                  nb_gumbel_sample: int = 10, rb_order: int = 0, rb_trans: str = "sigmoid",
-                 use_edge_loss: bool = True):
+                 use_edge_loss: bool = True, official_rng: bool = False):
         super().__init__()
         if rb_trans not in ("sigmoid", "identity"):
             raise ValueError(f"rb_trans={rb_trans!r} is not allowed; use sigmoid or identity")
@@ -147,7 +158,7 @@ class NodeFormerConv(nn.Module):
         self.out_channels, self.num_heads = out_channels, num_heads
         self.nb_random_features, self.use_gumbel = nb_random_features, use_gumbel
         self.nb_gumbel_sample, self.rb_order, self.rb_trans = nb_gumbel_sample, rb_order, rb_trans
-        self.use_edge_loss = use_edge_loss
+        self.use_edge_loss, self.official_rng = use_edge_loss, official_rng
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -167,6 +178,8 @@ class NodeFormerConv(nn.Module):
         seed = int(torch.ceil(torch.abs(query.sum() * 1e8)).to(torch.int32))
         projection = create_projection_matrix(self.nb_random_features, self.out_channels,
                                               seed=seed).to(query.device)
+        if self.official_rng:
+            reseed_like_official(seed, self.nb_random_features, self.out_channels)
         if self.use_gumbel and self.training:
             z_next, weight = kernelized_gumbel_softmax(query, key, value, projection, adjs[0],
                                                        self.nb_gumbel_sample, tau)
@@ -200,13 +213,15 @@ class NodeFormer(nn.Module):
                  nb_random_features: int = 30, use_bn: bool = True, use_gumbel: bool = True,
                  use_residual: bool = True, use_act: bool = False, use_jk: bool = False,
                  nb_gumbel_sample: int = 10, rb_order: int = 0, rb_trans: str = "sigmoid",
-                 use_edge_loss: bool = True, tau: float = 0.25, lamda: float = 0.1):
+                 use_edge_loss: bool = True, tau: float = 0.25, lamda: float = 0.1,
+                 official_rng: bool = False):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.convs = nn.ModuleList(
             NodeFormerConv(hidden_channels, hidden_channels, num_heads, nb_random_features,
-                           use_gumbel, nb_gumbel_sample, rb_order, rb_trans, use_edge_loss)
+                           use_gumbel, nb_gumbel_sample, rb_order, rb_trans, use_edge_loss,
+                           official_rng)
             for _ in range(num_layers))
         self.fcs = nn.ModuleList([nn.Linear(in_channels, hidden_channels), nn.Linear(
             hidden_channels * (num_layers + 1) if use_jk else hidden_channels, out_channels)])
