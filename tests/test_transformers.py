@@ -236,3 +236,28 @@ def test_official_rng_freezes_the_gumbel_noise_and_the_default_does_not():
         model = NodeFormer(5, 8, 3, num_layers=1, num_heads=2, official_rng=official).train()
         a, b = model(x, edge_index), model(x, edge_index)
         assert torch.equal(a, b) is same
+
+
+def test_sgformer_loads_official_names_strictly_and_our_older_checkpoints():
+    torch.manual_seed(0)
+    x, edge_index = torch.randn(10, 5), small_graph(10, 16)
+    model = SGFormer(5, 8, 3, gnn_num_layers=2).eval()
+    keys = list(model.state_dict())
+    # the official layout: graph_conv.convs.{i}.W, as the official GraphConvLayer names it
+    assert "graph_conv.convs.0.W.weight" in keys and "graph_conv.convs.1.W.bias" in keys
+    official = {k: v.clone() for k, v in model.state_dict().items()}
+    fresh = SGFormer(5, 8, 3, gnn_num_layers=2).eval()
+    fresh.load_state_dict(official, strict=True)
+    assert torch.equal(fresh(x, edge_index), model(x, edge_index))
+    # our checkpoints before the rename still load, to the same outputs
+    old = {k.replace(".W.", "."): v for k, v in official.items()}
+    again = SGFormer(5, 8, 3, gnn_num_layers=2).eval()
+    again.load_state_dict(old, strict=True)
+    assert torch.equal(again(x, edge_index), model(x, edge_index))
+    # without use_graph the official class still has graph_conv; our old files had none
+    plain = SGFormer(5, 8, 3, use_graph=False).eval()
+    assert any(k.startswith("graph_conv.") for k in plain.state_dict())
+    old_plain = {k: v for k, v in plain.state_dict().items() if not k.startswith("graph_conv.")}
+    other = SGFormer(5, 8, 3, use_graph=False).eval()
+    other.load_state_dict(old_plain, strict=True)
+    assert torch.equal(other(x), plain(x))

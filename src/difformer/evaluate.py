@@ -69,6 +69,8 @@ def evaluate_own(settings, cfg: DictConfig, run_dir: Path, ckpt: dict) -> dict:
     device = resolve_device(settings.trainer.device)
     task = task_cls(dataset, spec, task_settings, device)
     split = task.split(recorded["run"])
+    if hasattr(model, "upgrade_state_dict"):  # a model that renamed its weights since
+        ckpt["state_dict"] = model.upgrade_state_dict(ckpt["state_dict"])
     problems = state_dict_differences(model.state_dict(), ckpt["state_dict"])
     problems += fingerprint_differences(recorded["fingerprint"], dataset.fingerprint())
     current_split = task.split_fingerprint(split)

@@ -13,6 +13,8 @@
 """
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -77,13 +79,25 @@ class TransConv(nn.Module):
         return x
 
 
+class GraphConvLayer(nn.Module):
+    """One GNN layer's weight, named ``W`` as in the official class, so official checkpoints
+    load by name (``graph_conv.convs.{i}.W.weight``)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.W = nn.Linear(in_channels, out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.W(x)
+
+
 class GraphConv(nn.Module):
     def __init__(self, in_channels: int, hidden: int, num_layers: int, dropout: float,
                  use_bn: bool, use_residual: bool, use_weight: bool, use_init: bool,
                  use_act: bool):
         super().__init__()
         self.fcs = nn.ModuleList([nn.Linear(in_channels, hidden)])
-        self.convs = nn.ModuleList(nn.Linear(2 * hidden if use_init else hidden, hidden)
+        self.convs = nn.ModuleList(GraphConvLayer(2 * hidden if use_init else hidden, hidden)
                                    for _ in range(num_layers))
         self.bns = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(num_layers + 1))
         self.dropout, self.use_bn, self.residual = dropout, use_bn, use_residual
@@ -130,10 +144,11 @@ class SGFormer(nn.Module):
         self.trans_conv = TransConv(in_channels, hidden_channels, trans_num_layers,
                                     trans_num_heads, trans_dropout, trans_use_bn,
                                     trans_use_residual, trans_use_weight, trans_use_act)
-        if use_graph:
-            self.graph_conv = GraphConv(in_channels, hidden_channels, gnn_num_layers,
-                                        gnn_dropout, gnn_use_bn, gnn_use_residual,
-                                        gnn_use_weight, gnn_use_init, gnn_use_act)
+        # built even without use_graph, as the official class (its weights are in every
+        # official checkpoint; unused, they get no gradient)
+        self.graph_conv = GraphConv(in_channels, hidden_channels, gnn_num_layers,
+                                    gnn_dropout, gnn_use_bn, gnn_use_residual,
+                                    gnn_use_weight, gnn_use_init, gnn_use_act)
         cat = use_graph and aggregate == "cat"
         self.fc = nn.Linear(2 * hidden_channels if cat else hidden_channels, out_channels)
         self.use_graph, self.graph_weight, self.aggregate = use_graph, graph_weight, aggregate
@@ -141,6 +156,22 @@ class SGFormer(nn.Module):
     @property
     def requires_graph(self) -> bool:
         return self.use_graph
+
+    def upgrade_state_dict(self, state_dict: dict) -> dict:
+        """Our checkpoints before the official names: ``graph_conv.convs.{i}.weight`` becomes
+        ``graph_conv.convs.{i}.W.weight``, and a model without use_graph, which had no
+        ``graph_conv`` then, takes this model's (unused) GNN weights."""
+        out = {}
+        for key, value in state_dict.items():
+            old = re.fullmatch(r"graph_conv\.convs\.(\d+)\.(weight|bias)", key)
+            out[f"graph_conv.convs.{old[1]}.W.{old[2]}" if old else key] = value
+        if not self.use_graph and not any(k.startswith("graph_conv.") for k in out):
+            out.update({k: v for k, v in super().state_dict().items()
+                        if k.startswith("graph_conv.")})
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return super().load_state_dict(self.upgrade_state_dict(state_dict), strict, assign)
 
     def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
         z = self.trans_conv(x)
