@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, check
+from .train.lifecycle import parse_log_every
 
 MODES = ("train", "eval")
 PRECISIONS = ("32", "bf16")
@@ -52,17 +53,6 @@ def _device(value, key: str, allow_null: bool = False) -> str | None:
     return value
 
 
-def parse_log_every(value) -> tuple[int | None, float | None]:
-    """``trainer.log_every``: an integer counts epochs, ``"30s"`` counts seconds."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value, None
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(value))
-    if match is None or float(match.group(1)) <= 0:
-        raise ConfigError(f"trainer.log_every={value} is not allowed; use a number of epochs "
-                          "(e.g. 10) or of seconds (e.g. 30s)")
-    return None, float(match.group(1))
-
-
 @dataclass(frozen=True)
 class TrainerSettings:
     name: str
@@ -99,7 +89,10 @@ def trainer_settings(node) -> TrainerSettings:
     check(precision in PRECISIONS,
           f"trainer.precision={precision} is not allowed; use null (float32), 32 or bf16")
     log_every = get("log_every", "30s")
-    parse_log_every(log_every)
+    try:
+        parse_log_every(log_every)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     return TrainerSettings(
         name=str(get("name")),
         epochs=_integer(get("epochs"), "trainer.epochs", 1),

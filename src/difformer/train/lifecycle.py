@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import signal
 import sys
 import time
@@ -127,6 +128,18 @@ class FiniteGuard:
 
 
 # ---------------------------------------------------------------- progress
+
+def parse_log_every(value) -> tuple[int | None, float | None]:
+    """``trainer.log_every``: an integer counts epochs, ``"30s"`` counts seconds."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value, None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(value))
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"trainer.log_every={value} is not allowed; use a number of epochs "
+                          "(e.g. 10) or of seconds (e.g. 30s)")
+    return None, float(match.group(1))
+
+
 
 class Progress:
     """A tqdm bar on a terminal; off one (nohup, SLURM logs, sweeps), a heartbeat line every

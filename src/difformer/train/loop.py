@@ -29,8 +29,8 @@ from . import distributed
 from .checkpoint import save_run_checkpoint
 from .common import peak_memory_mb, seed_everything
 from .io import save_torch
-from .lifecycle import (FiniteGuard, GracefulStop, Interrupted, Profiler, Progress, rng_state,
-                        set_rng_state)
+from .lifecycle import (FiniteGuard, GracefulStop, Interrupted, Profiler, Progress,
+                        parse_log_every, rng_state, set_rng_state)
 
 LAST_FORMAT = "difformer-last"
 
@@ -71,8 +71,6 @@ class RunLoop:
         in_channels, out_channels = task.channels()
         self.model_kwargs = {"in_channels": in_channels, "out_channels": out_channels,
                              **settings.model_kwargs}
-        from ..settings import parse_log_every
-
         self.log_every = parse_log_every(self.trainer.log_every)
 
     def better(self, a: float, b: float) -> bool:
