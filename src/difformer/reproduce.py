@@ -134,7 +134,7 @@ def row(cell: Cell) -> dict:
            "paper_std": p.get("std"), "paper_runs": p.get("runs"),
            "paper_confidence": p.get("confidence"), "paper_source": p.get("source"),
            "ours_mean": None, "ours_std": None, "n_runs": None, "ddof": None, "diff": None,
-           "verdict": None, "note": None}
+           "verdict": None, "note": None, "wall_seconds": None}
     s = cell.summary
     if cell.status == "done" and s:
         k = scale(cell)
@@ -142,7 +142,8 @@ def row(cell: Cell) -> dict:
         population = s.get("paper_std_ddof") == 0 and "test_std_population" in s
         std = s["test_std_population"] if population else s.get("test_std")
         out.update(ours_mean=k * s["test_mean"], ours_std=None if std is None else k * std,
-                   n_runs=s["n_runs"], ddof=0 if population else s.get("std_ddof"))
+                   n_runs=s["n_runs"], ddof=0 if population else s.get("std_ddof"),
+                   wall_seconds=s.get("wall_seconds"))
         if p.get("mean") is not None:
             out["diff"] = out["ours_mean"] - p["mean"]
         out["verdict"] = verdict(out["ours_mean"], out["ours_std"], p.get("mean"), p.get("std"))
@@ -164,6 +165,13 @@ def _fmt(mean, std, digits):
     return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
+def _wall(seconds) -> str:
+    """The cell's wall time (its last attempt; a resumed cell counts the final attempt)."""
+    if seconds is None:
+        return "—"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def write_report(table: str, cells: list[Cell], out_dir: Path) -> Path:
     rows = [row(c) for c in cells]
     name = table_group(table).rsplit("/", 1)[-1]
@@ -177,19 +185,20 @@ def write_report(table: str, cells: list[Cell], out_dir: Path) -> Path:
              "verdict 'within' when |ours − paper| ≤ √(std_ours² + std_paper²). Temporal cells use the "
              "population std (ddof = 0), the official spatial-temporal script's convention, "
              "for the verdict (the n column shows the runs; the note says so).", "",
-             "| cell | ours | n | paper | confidence | diff | verdict | note |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| cell | ours | n | paper | confidence | diff | verdict | wall | note |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r, c in zip(rows, cells):
         digits = 2 if c.paper.get("unit") == "percent" else 4
         diff = "—" if r["diff"] is None else f"{r['diff']:+.{digits}f}"
         lines.append(f"| {r['cell']} | {_fmt(r['ours_mean'], r['ours_std'], digits)} | "
                      f"{r['n_runs'] or '—'} | {_fmt(r['paper_mean'], r['paper_std'], digits)} | "
                      f"{r['paper_confidence'] or '—'} | {diff} | {r['verdict']} | "
-                     f"{(r['note'] or '').replace('|', '/')} |")
+                     f"{_wall(r['wall_seconds'])} | {(r['note'] or '').replace('|', '/')} |")
     report = out_dir / f"{name}.md"
     report.write_text("\n".join(lines) + "\n")
+    names = {"mse_paper": "MSE, the paper's convention", "rocauc_ogb": "ROC-AUC"}
     units = ["percentage points" if c.paper.get("unit") == "percent" else
-             f"{c.paper.get('metric') or 'metric'}" for c in cells]
+             names.get(c.paper.get("metric"), c.paper.get("metric") or "metric") for c in cells]
     _plot(rows, out_dir / f"{name}.png", name, units)
     return report
 
