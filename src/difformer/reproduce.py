@@ -148,6 +148,8 @@ def row(cell: Cell) -> dict:
             out["diff"] = out["ours_mean"] - p["mean"]
         out["verdict"] = verdict(out["ours_mean"], out["ours_std"], p.get("mean"), p.get("std"))
         out["note"] = s.get("report_note")
+        if str(s.get("device", "cpu")).startswith("cuda"):  # not this table's CPU machine
+            out["note"] = "; ".join(filter(None, [out["note"], "measured on a GPU (see README)"]))
         if population:
             out["note"] = f"{out['note']}; std with ddof 0 (population), as the official script"
     elif cell.status == "unavailable":
