@@ -259,3 +259,12 @@ def test_temporal_summaries_carry_both_stds_and_the_verdict_uses_the_papers():
     assert row["verdict"] == "outside"
     assert reproduce.verdict(row["ours_mean"], summary["test_std"], 1.3, 0.12) == "within"
     assert "ddof 0 (population)" in row["note"]
+
+
+def test_temporal_run_line_without_early_stopping():
+    from difformer.train.tasks import TemporalTask
+
+    record = {"run": 0, "seed": 1, "best_epoch": 3, "valid": 0.5, "test_mse_paper": 0.9,
+              "test_mse_standard": 0.8, "seconds": 1.0}
+    assert TemporalTask.run_line(None, record).startswith("run 00 | seed 1 | best epoch 3 | ")
+    assert "(stopped after 7)" in TemporalTask.run_line(None, {**record, "epochs_run": 7})

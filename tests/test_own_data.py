@@ -114,7 +114,7 @@ def test_your_own_model_and_loader_classes_without_a_fork(tmp_path):
         "    def forward(self, x, edge_index=None):\n"
         "        return self.net(x)\n"
         "def blobs(name, opts, root):\n"
-        "    g = torch.Generator().manual_seed(int(opts.get('seed', 0)))\n"
+        "    g = torch.Generator().manual_seed(int(opts.blob_seed))\n"
         "    y = torch.arange(300) % 3\n"
         "    x = torch.randn(300, 4, generator=g) + 2.0 * torch.nn.functional.one_hot(y, 4)\n"
         "    return NodeDataset(name=name, x=x, y=y, edge_index=self_loops(300), num_classes=3,\n"
@@ -124,7 +124,7 @@ def test_your_own_model_and_loader_classes_without_a_fork(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(REPO / "train.py"), "model=custom",
                            "model._target_=mine.TwoLayer", "+model.width=32", "dataset=custom",
-                           "dataset._target_=mine.blobs", "+dataset.seed=1", "trainer.runs=1",
+                           "dataset._target_=mine.blobs", "+dataset.blob_seed=1", "trainer.runs=1",
                            "trainer.epochs=60", "optim.lr=0.05", f"hydra.run.dir={run_dir}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -37,11 +37,15 @@ def preflight(argv: list[str]) -> str | None:
     """The first problem with the command line's group choices and added keys, if any."""
     from .config import declared_keys, undeclared_key
 
+    # your own loader (dataset=custom) reads keys no config declares
+    own_loader = any(a.startswith(("dataset=custom", "dataset._target_=")) for a in argv)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
         key, value = arg.split("=", 1)
         if key.startswith("+") and not key.startswith("++"):
+            if own_loader and key.lstrip("+").startswith("dataset."):
+                continue
             problem = undeclared_key(key.lstrip("+"))
             if problem:
                 return problem

@@ -292,8 +292,9 @@ class TemporalTask:
                 **{k: v for k, v in record.items() if k.startswith(("valid", "test"))}}
 
     def run_line(self, record: dict) -> str:
+        stopped = f" (stopped after {record['epochs_run']})" if "epochs_run" in record else ""
         return (f"run {record['run']:02d} | seed {record['seed']} | best epoch "
-                f"{record['best_epoch']} (stopped after {record['epochs_run']}) | valid "
+                f"{record['best_epoch']}{stopped} | valid "
                 f"{record['valid']:.4f} | test MSE paper {record['test_mse_paper']:.4f} "
                 f"standard {record['test_mse_standard']:.4f} | {record['seconds']:.1f}s")
 
