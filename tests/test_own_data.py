@@ -139,3 +139,19 @@ def test_your_own_model_and_loader_classes_without_a_fork(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "eval/eval.json").read_text())["test"] == \
         summary["runs"][0]["test"]
+
+
+def test_loading_a_pyg_file_keeps_pyg_own_safe_globals(tmp_path):
+    """PyG admits its Data class for weights-only loads at import; reading a user's file must
+    not take that away (torch's scoped safe_globals would, breaking every later PyG cache)."""
+    from torch_geometric.data import Data
+    from omegaconf import OmegaConf
+
+    from difformer.data import DataRoot, load_dataset
+
+    x, y, edge_index = graph()
+    torch.save(Data(x=torch.tensor(x), y=torch.tensor(y)), tmp_path / "g.pt")
+    opts = OmegaConf.create({"name": "pyg", "path": str(tmp_path / "g.pt"), "undirected": True})
+    load_dataset(opts, DataRoot(tmp_path, tmp_path, True))
+    torch.save((Data(x=torch.ones(2, 2)).to_dict(), None, Data), tmp_path / "processed.pt")
+    assert torch.load(tmp_path / "processed.pt", weights_only=True)[2] is Data

@@ -68,8 +68,8 @@ CASES = {
 
 @pytest.mark.parametrize("case", [
     "fullgraph", "minibatch",
-    pytest.param("temporal", marks=needs_data(
-        "pytorch_geometric_temporal/dataset/chickenpox.json"))])
+    pytest.param("temporal", marks=[pytest.mark.slow, needs_data(
+        "pytorch_geometric_temporal/dataset/chickenpox.json")])])
 def test_sigterm_then_resume_equals_an_uninterrupted_run(case, tmp_path):
     args = [*CASES[case], "trainer.progress=false"]
     reference = tmp_path / "reference"

@@ -118,8 +118,10 @@ def load_pyg(name: str, opts, root) -> NodeDataset:
     from torch_geometric.data.storage import GlobalStorage
 
     path = _file(opts)
-    with torch.serialization.safe_globals([Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    # PyG's data containers, admitted for good as PyG itself does for Data (the scoped
+    # torch.serialization.safe_globals would remove Data from PyG's list on exit)
+    torch.serialization.add_safe_globals([Data, DataEdgeAttr, DataTensorAttr, GlobalStorage])
+    obj = torch.load(path, map_location="cpu", weights_only=True)
     arrays = obj.to_dict() if isinstance(obj, Data) else obj
     if not isinstance(arrays, dict):
         raise DataError(f"{path} holds a {type(obj).__name__}, not a PyG Data or a dict")

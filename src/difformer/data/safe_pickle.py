@@ -62,7 +62,7 @@ def check_torch_files(folder: Path) -> None:
     """Every ``processed/*.pt`` under ``folder`` must load with ``weights_only=True``: PyG
     falls back to a full unpickle when that fails, which would run a planted file's code."""
     import torch
-    import torch_geometric  # noqa: F401 - registers PyG's classes as safe globals
+    import torch_geometric.data  # noqa: F401 - registers PyG's classes as safe globals
 
     for path in sorted(Path(folder).rglob("processed/*.pt")):
         try:
