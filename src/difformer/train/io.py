@@ -65,6 +65,15 @@ def save_torch(path: Path, obj) -> None:
     _atomic(path, lambda f: torch.save(obj, f))
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file (none when it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
 class JsonlWriter:
     """Appends one JSON object per line, flushed at once so a crash loses nothing written."""
 
@@ -80,10 +89,10 @@ class JsonlWriter:
     def keep(self, predicate) -> None:
         """Rewrite the file (atomically) with only the records ``predicate`` accepts."""
         self._f.close()
-        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []
-        kept = [line for line in lines if line.strip() and predicate(json.loads(line))]
-        if len(kept) != len(lines):
-            write_text(self.path, "".join(line + "\n" for line in kept))
+        records = read_jsonl(self.path)
+        kept = [r for r in records if predicate(r)]
+        if len(kept) != len(records):
+            write_text(self.path, "".join(json.dumps(_finite(r)) + "\n" for r in kept))
         self._f = open(self.path, "a", encoding="utf-8")
 
     def close(self) -> None:

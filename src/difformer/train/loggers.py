@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from pathlib import Path
 
-from .io import JsonlWriter, write_text
+from .io import JsonlWriter, read_jsonl, write_text
 
 
 def _scalars(record: dict) -> dict:
@@ -25,7 +24,7 @@ class CsvLog:
         self.path, self.source = Path(run_dir) / "metrics.csv", jsonl_path
 
     def flush(self) -> None:
-        records = [json.loads(line) for line in self.source.read_text().splitlines() if line]
+        records = read_jsonl(self.source)
         columns = list(dict.fromkeys(k for r in records for k in r))
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns)
@@ -41,7 +40,7 @@ def plot_curves(jsonl_path: Path, out: Path, metric: str = "score") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in Path(jsonl_path).read_text().splitlines() if line]
+    records = read_jsonl(jsonl_path)
     if not records:
         return
     panels = [key for key in ("loss", "valid", "test") if any(key in r for r in records)]
