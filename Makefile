@@ -47,6 +47,7 @@ reproduce-cora: $(STAMP)
 clean:
 	rm -rf outputs data/cache .pytest_cache
 
-# Benchmarks: side-by-side ratios printed and written to bench/results.json (not part of CI).
+# Benchmarks: side-by-side ratios printed and written to bench/*results.json (not part of CI).
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench_graph.py

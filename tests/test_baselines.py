@@ -19,7 +19,11 @@ SMALL = {"difformer": {"hidden_channels": 8}, "mlp": {"hidden_channels": 8},
          "mpnn_lstm": {"hidden_channels": 8},
          "nodeformer": {"hidden_channels": 8, "num_heads": 2, "rb_order": 2},
          "sgformer": {"hidden_channels": 8}, "sgformer_pyg": {"hidden_channels": 8},
-         "polynormer": {"hidden_channels": 8, "local_layers": 2, "local_epochs": 0}}
+         "polynormer": {"hidden_channels": 8, "local_layers": 2, "local_epochs": 0},
+         # graph-level: one prediction for the whole graph (tests/test_graph_models.py)
+         "difformer_graph": {"hidden_channels": 8}, "mol_gnn": {"hidden_channels": 8},
+         "gated_gt": {"hidden_channels": 8, "lap_pe": 0},
+         "gps": {"hidden_channels": 8, "heads": 2, "pe": "none"}}
 
 # PyG's Polynormer keeps layers its global mode does not use (lin_in, the local head).
 UNUSED = {"polynormer": ("model.lin_in.", "model.pred_local.")}
@@ -41,7 +45,7 @@ def test_forward_backward(name):
     if hasattr(model, "set_labels"):
         model.set_labels(torch.randint(0, c, (n,)), torch.arange(10))
     out = model(x, edge_index)
-    assert out.shape == (n, c)
+    assert out.shape == (1 if getattr(model, "level", "node") == "graph" else n, c)
     loss = out.logsumexp(dim=1).sum()
     if hasattr(model, "auxiliary_loss") and model.auxiliary_loss() is not None:
         loss = loss + model.auxiliary_loss()

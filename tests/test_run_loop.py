@@ -61,6 +61,10 @@ CASES = {
     "fullgraph": ["trainer.runs=3", "trainer.epochs=150", "model.hidden_channels=16"],
     "minibatch": ["trainer=minibatch", "trainer.batch_size=600", "trainer.runs=3",
                   "trainer.epochs=60", "model.hidden_channels=16", "model.dropout=0.2"],
+    # graph: the shuffling generator and the plateau scheduler's state cross the resume too
+    "graph": ["dataset=tu", "model=gated_gt", "model.hidden_channels=16", "model.num_layers=2",
+              "trainer.runs=3", "trainer.epochs=12", "optim.plateau_patience=1",
+              "trainer.eval_train=false"],
     "temporal": ["dataset=chickenpox", "model=difformer_s", "trainer.runs=3",
                  "trainer.epochs=15", "trainer.patience=6", "model.dropout=0.2"],
 }
@@ -68,6 +72,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", [
     "fullgraph", "minibatch",
+    pytest.param("graph", marks=needs_data("TUDataset/ENZYMES/raw/ENZYMES_A.txt")),
     pytest.param("temporal", marks=[pytest.mark.slow, needs_data(
         "pytorch_geometric_temporal/dataset/chickenpox.json")])])
 def test_sigterm_then_resume_equals_an_uninterrupted_run(case, tmp_path):

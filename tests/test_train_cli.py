@@ -120,7 +120,7 @@ def test_cora_short_run_learns_and_round_trips(tmp_path):
     ("model.kernel=softmax", "model: unknown kernel 'softmax'; allowed: simple, sigmoid, simple_pernode"),
     ("checkpoint=/no/such/file.pt", "checkpoint=/no/such/file.pt: no such file"),
     ("trainer.device=tpu", "trainer.device=tpu is not allowed; use auto, cpu, cuda or cuda:N"),
-    ("mode=predict", "mode=predict is not allowed; use train or eval"),
+    ("mode=predict", "mode=predict is not allowed; use train, eval or inspect"),
 ])
 def test_bad_input_is_named(compose, override, message):
     with pytest.raises(ConfigError, match=message):

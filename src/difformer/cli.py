@@ -76,6 +76,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         return train(settings, probe, cfg, run_dir)
     settings_hash = config_hash(cfg)
     if settings.mode == "train":
+        from .runner import check_trainer, task_of
+
+        check_trainer(settings, *task_of(settings), probe)  # before the run directory is touched
         state = inspect(run_dir, settings_hash) if settings.resume else None
         if state is not None and state.state == "finished":
             print(f"already finished with the same settings: {run_dir} (skipped; resume=false "
@@ -86,7 +89,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             if stale is not None:
                 print(f"moved a previous attempt's files to {stale}", flush=True)
     ckpt = None
-    if settings.mode == "eval":  # a bad checkpoint is refused before anything is written
+    if settings.mode in ("eval", "inspect"):  # a bad checkpoint is refused before any write
         from .train.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(settings.checkpoint)
@@ -99,6 +102,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     print(f"run directory: {run_dir}", flush=True)
+    if settings.mode == "inspect":
+        from .inspect_report import inspect_checkpoint
+
+        return inspect_checkpoint(settings, cfg, run_dir, ckpt)
     if settings.mode == "eval":
         from .evaluate import evaluate_checkpoint
 

@@ -48,7 +48,9 @@ def check(ok: bool, message: str) -> None:
 # Keys that do not change what a run computes: excluded from the config hash, so a finished
 # cell is recognised again whatever machine, path or logger the new invocation uses.
 VOLATILE_KEYS = ("paths", "logger", "mode", "checkpoint", "eval_allow_mismatch", "threads",
-                 "resume", "paper", "hydra")
+                 "resume", "paper", "hydra", "inspect")
+# read only by optim.scheduler=plateau: without a scheduler they change nothing
+SCHEDULER_KEYS = ("plateau_factor", "plateau_patience", "min_lr")
 VOLATILE_TRAINER_KEYS = ("device", "eval_device", "eval_chunk", "progress", "save_checkpoints",
                          "checkpoint_every", "checkpoint_seconds", "log_every", "profile_epochs")
 
@@ -68,6 +70,10 @@ def config_hash(cfg: DictConfig | dict) -> str:
         container.pop(key, None)
     for key in VOLATILE_TRAINER_KEYS:
         container.get("trainer", {}).pop(key, None)
+    optim = container.get("optim", {})
+    if optim.get("scheduler") in (None, "none"):
+        for key in SCHEDULER_KEYS:
+            optim.pop(key, None)
     dataset = container.get("dataset", {})
     if dataset.get("split_seed") == container.get("seed"):
         dataset.pop("split_seed")  # the default: same results as before the key existed

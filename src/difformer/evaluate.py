@@ -45,25 +45,28 @@ def _write(run_dir: Path, result: dict) -> None:
     write_json(run_dir / "eval.json", result)
 
 
-def evaluate_own(settings, cfg: DictConfig, run_dir: Path, ckpt: dict) -> dict:
-    """Rebuild model and data from the checkpoint alone and report its test metric."""
+def rebuild(settings, cfg: DictConfig, ckpt: dict):
+    """Model (weights loaded), dataset, task and split of one of our checkpoints, rebuilt from
+    the file alone (or on the command line's dataset) and checked against its fingerprints;
+    returns them with the list of mismatches (refused unless ``eval_allow_mismatch``)."""
     from .data import DataRoot, load_dataset, prepare_for_model
     from .models import build_model
     from .train.checkpoint import (CheckpointError, fingerprint_differences,
                                    state_dict_differences)
     from .train.common import resolve_device
-    from .train.tasks import TASKS
+    from .train.task_kinds import TASKS
 
     recorded = ckpt["dataset"]
     dataset_cfg = cfg.dataset if dataset_overridden() else OmegaConf.create(recorded["config"])
-    dataset, spec = load_dataset(dataset_cfg, DataRoot.from_config(cfg.paths))
+    root = DataRoot.from_config(cfg.paths)
+    dataset, spec = load_dataset(dataset_cfg, root)
     task_cls = TASKS[spec.kind]
     in_channels, out_channels = (dataset.num_features,
                                  1 if spec.kind == "temporal" else dataset.num_classes)
     kwargs = {**ckpt["model"]["kwargs"], "in_channels": in_channels,
               "out_channels": out_channels}
     model = build_model(ckpt["model"]["name"], **kwargs)
-    dataset = prepare_for_model(dataset, model)
+    dataset = prepare_for_model(dataset, model, root.cache_dir)
     trainer = replace(settings.trainer, mse=ckpt["metrics"].get("mse", settings.trainer.mse))
     task_settings = replace(settings, split_seed=recorded["split_seed"], trainer=trainer)
     device = resolve_device(settings.trainer.device)
@@ -83,6 +86,13 @@ def evaluate_own(settings, cfg: DictConfig, run_dir: Path, ckpt: dict) -> dict:
                               + " (eval_allow_mismatch=true to evaluate anyway)")
     model.load_state_dict(ckpt["state_dict"], strict=True)
     model.to(device)
+    return model, dataset, task, split, problems
+
+
+def evaluate_own(settings, cfg: DictConfig, run_dir: Path, ckpt: dict) -> dict:
+    """Rebuild model and data from the checkpoint alone and report its test metric."""
+    model, dataset, task, split, problems = rebuild(settings, cfg, ckpt)
+    recorded, device = ckpt["dataset"], task.device
     scores = task.evaluate_test(model, split)
     result = {"checkpoint": str(Path(settings.checkpoint).resolve()), "dataset": dataset.name,
               "model": ckpt["model"]["name"], "metric": task.metric, "run": recorded["run"],

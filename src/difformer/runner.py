@@ -18,7 +18,7 @@ from .config import ConfigError, config_hash
 def task_of(settings):
     """The dataset's spec and its task class, from the registry (no data is read)."""
     from .data import get_spec
-    from .train.tasks import TASKS
+    from .train.task_kinds import TASKS
 
     from .settings import dataset_name
 
@@ -31,9 +31,10 @@ def load_data(settings, probe, paths_cfg):
     from .data import DataRoot, load_dataset, prepare_for_model
     from .train import distributed
 
+    root = DataRoot.from_config(paths_cfg)
     with distributed.rank_zero_first():
-        dataset, spec = load_dataset(settings.dataset, DataRoot.from_config(paths_cfg))
-    dataset = prepare_for_model(dataset, probe)
+        dataset, spec = load_dataset(settings.dataset, root)
+    dataset = prepare_for_model(dataset, probe, root.cache_dir)
     if getattr(probe, "requires_graph", False) and not getattr(dataset, "has_graph", True):
         raise ConfigError(f"model {settings.model_name} uses the input graph, but dataset "
                           f"{spec.name} has none: set dataset.knn_k=5 for a k-NN graph (or, "
@@ -41,10 +42,32 @@ def load_data(settings, probe, paths_cfg):
     return dataset, spec
 
 
+def graph_level_models() -> list[str]:
+    """The model configs (``configs/model/*.yaml``) whose class predicts graphs."""
+    import yaml
+
+    from .config import CONFIG_DIR
+    from .models import MODELS, model_class
+
+    names = []
+    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
+        name = (yaml.safe_load(path.read_text()) or {}).get("name")
+        if name in MODELS and getattr(model_class(name), "level", "node") == "graph":
+            names.append(path.stem)
+    return names
+
+
 def check_trainer(settings, spec, task_cls, probe) -> None:
     from .train import distributed
 
     trainer = settings.trainer
+    level = getattr(probe, "level", "node")
+    if (task_cls.kind == "graph") != (level == "graph"):
+        raise ConfigError(
+            f"model {settings.model_name} predicts {level}s, but dataset {spec.name} is "
+            + (f"graph-level: use a graph-level model ({', '.join(graph_level_models())})"
+               if task_cls.kind == "graph" else f"a {task_cls.kind} task: use a node-level "
+               "model"))
     if trainer.name not in task_cls.trainers:
         raise ConfigError(f"dataset {spec.name} needs trainer={' or '.join(task_cls.trainers)}, "
                           f"got trainer={trainer.name}")

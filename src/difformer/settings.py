@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import ConfigError, check
 from .train.lifecycle import parse_log_every
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "inspect")
 PRECISIONS = ("32", "bf16")
 
 
@@ -74,6 +74,7 @@ class TrainerSettings:
     log_every: str | int = "30s"
     profile_epochs: int | None = None   # profile this many epochs of run 0 (debug=profile)
     eval_last: bool | None = None       # also evaluate the last epoch (null/false: official)
+    eval_train: bool = True             # graph: also score the train graphs at each evaluation
 
 
 TRAINER_KEYS = tuple(f.name for f in fields(TrainerSettings))
@@ -115,13 +116,34 @@ def trainer_settings(node) -> TrainerSettings:
         profile_epochs=_integer(get("profile_epochs"), "trainer.profile_epochs", 1,
                                 allow_null=True),
         eval_last=None if get("eval_last") is None else _boolean(get("eval_last"),
-                                                                 "trainer.eval_last"))
+                                                                 "trainer.eval_last"),
+        eval_train=_boolean(get("eval_train", True), "trainer.eval_train"))
 
 
 # Model keywords that count things: each must be a whole number >= 1 (or >= the value here).
 SIZE_KEY = re.compile(r"^(K|hops|.*_channels|.*layers|.*heads|.*_k|.*_chunk|.*_order|"
                       r"nb_.*|.*_epochs)$")
 SIZE_MINIMUM = {"rb_order": 0, "local_epochs": 0}
+
+
+OPTIM_KEYS = ("lr", "weight_decay", "scheduler", "plateau_factor", "plateau_patience",
+              "min_lr")
+
+
+def plateau_settings(optim) -> dict | None:
+    """``optim.scheduler=plateau``: multiply the lr by ``plateau_factor`` after
+    ``plateau_patience`` evaluations without a better valid score (the Gated Graph
+    Transformer recipe halves it after 5), down to ``min_lr``; null: a constant lr."""
+    scheduler = optim.get("scheduler")
+    if scheduler in (None, "none"):
+        return None
+    check(scheduler == "plateau",
+          f"optim.scheduler={scheduler} is not allowed; use null (constant lr) or plateau")
+    factor = _number(optim.get("plateau_factor", 0.5), "optim.plateau_factor")
+    check(0 < factor < 1, f"optim.plateau_factor must be in (0, 1), got {factor}")
+    return {"factor": factor,
+            "patience": _integer(optim.get("plateau_patience", 5), "optim.plateau_patience", 0),
+            "min_lr": _number(optim.get("min_lr", 0.0), "optim.min_lr")}
 
 
 def check_model_sizes(kwargs: dict) -> None:
@@ -147,19 +169,25 @@ class Settings:
     eval_allow_mismatch: bool = False
     resume: bool = True
     threads: int | None = None
+    plateau: dict | None = field(default=None, repr=False)  # ReduceLROnPlateau keywords
 
 
 # trainer=auto: what each task kind trains with, and the keys it does not read.
 TASK_TRAINERS = {"node": ("fullgraph", {"epochs": 500}),
-                 "temporal": ("temporal", {"epochs": 200, "patience": 20})}
-UNUSED_TRAINER_KEYS = {"node": ("patience", "patience_mode", "mse"),
+                 "temporal": ("temporal", {"epochs": 200, "patience": 20}),
+                 "graph": ("graph", {"epochs": 100, "batch_size": 32})}
+UNUSED_TRAINER_KEYS = {"node": ("patience", "patience_mode", "mse", "eval_train"),
                        "temporal": ("eval_step", "batch_size", "eval_device", "eval_chunk",
-                                    "precision", "eval_last")}
+                                    "precision", "eval_last", "eval_train"),
+                       "graph": ("eval_device", "eval_chunk", "mse")}
 
 
 def dataset_name(node) -> str:
-    """The registry name of a dataset node: ``_target_`` (your own loader) or ``name``."""
-    return str(node.get("_target_") or node.get("name"))
+    """The registry name of a dataset node: ``_target_`` (your own loader), ``loader`` (a
+    family whose ``name`` picks a member: ``dataset=tu dataset.name=ENZYMES``) or ``name``."""
+    from .data import registry_name
+
+    return registry_name(node)
 
 
 def normalise(cfg: DictConfig) -> DictConfig:
@@ -195,19 +223,21 @@ def resolve(cfg: DictConfig) -> Settings:
                        f"{missing[0] if missing else ''}=... to the command line")
     normalise(cfg)
     mode = str(cfg.get("mode"))
-    check(mode in MODES, f"mode={mode} is not allowed; use {' or '.join(MODES)}")
+    check(mode in MODES,
+          f"mode={mode} is not allowed; use {', '.join(MODES[:-1])} or {MODES[-1]}")
     checkpoint = cfg.get("checkpoint")
-    if mode == "eval":
-        check(checkpoint is not None, "mode=eval needs checkpoint=PATH")
+    if mode in ("eval", "inspect"):
+        check(checkpoint is not None, f"mode={mode} needs checkpoint=PATH")
     if checkpoint is not None:
         check(Path(str(checkpoint)).is_file(), f"checkpoint={checkpoint}: no such file")
     lr = _number(cfg.optim.lr, "optim.lr")
     check(lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}")
     weight_decay = _number(cfg.optim.weight_decay, "optim.weight_decay")
     check(weight_decay >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
-    unknown = sorted(set(cfg.optim) - {"lr", "weight_decay"})
+    unknown = sorted(set(cfg.optim) - set(OPTIM_KEYS))
     check(not unknown, f"optim.{unknown[0] if unknown else ''} is not an optimizer setting; "
-                       "known: lr, weight_decay")
+                       f"known: {', '.join(OPTIM_KEYS)}")
+    plateau = plateau_settings(cfg.optim)
     seed = _integer(cfg.get("seed"), "seed", 0)
     split_seed = _integer(cfg.dataset.get("split_seed"), "dataset.split_seed", 0,
                           allow_null=True)
@@ -221,7 +251,7 @@ def resolve(cfg: DictConfig) -> Settings:
         dataset_config.pop("split_seed", None)
     return Settings(
         mode=mode, seed=seed, split_seed=seed if split_seed is None else split_seed,
-        model_name=name, model_kwargs=model, lr=lr, weight_decay=weight_decay,
+        model_name=name, model_kwargs=model, lr=lr, weight_decay=weight_decay, plateau=plateau,
         trainer=trainer_settings(cfg.trainer), dataset=cfg.dataset,
         dataset_config=dataset_config, config=OmegaConf.to_container(cfg, resolve=True),
         checkpoint=None if checkpoint is None else str(checkpoint),

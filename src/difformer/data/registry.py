@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import instances, large, loaders, own, temporal
+from . import instances, large, loaders, molecules, own, temporal, tu
 from .base import NodeDataset
 from .sources import DataRoot
 
@@ -22,7 +22,7 @@ class DatasetSpec:
     metric: str        # key of METRICS / HIGHER_IS_BETTER in difformer.train.metrics
     protocol: str      # split protocol in words, for the README and logs
     source: str
-    kind: str = "node"  # the task kind (difformer.train.tasks.TASKS): node | temporal
+    kind: str = "node"  # the task kind (difformer.train.tasks.TASKS): node | temporal | graph
 
 
 _PLANETOID = "20 per class / 500 valid / 1000 test, one split (seed) shared by all runs"
@@ -30,6 +30,7 @@ _FIXED10 = "10 fixed splits, run i uses split i"
 _INSTANCES = "L per class / 1000 valid / rest test, a new split per run"
 _RAND50 = "random 50/25/25 of the labelled nodes, a new split per run"
 _CHRONO = "chronological 20 % train / 20 % valid / 60 % test, the same in every run"
+_SCAFFOLD = "scaffold split 80/10/10 (OGB's procedure), the same in every run"
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
     DatasetSpec("cora", loaders.load_planetoid, "multiclass",
@@ -76,7 +77,27 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
                 "PyTorch Geometric Temporal, England Covid", kind="temporal"),
     DatasetSpec("wikimath", temporal.load_temporal, "regression", "mse", "mse", _CHRONO,
                 "PyTorch Geometric Temporal, Wikipedia vital mathematics", kind="temporal"),
+    DatasetSpec("hiv", molecules.load_hiv, "binary", "bce_masked", "rocauc_molhiv", _SCAFFOLD,
+                "MoleculeNet HIV (the molecules of ogbg-molhiv), OGB features", kind="graph"),
+    DatasetSpec("ogbg-molhiv", molecules.load_ogbg, "binary", "bce_masked", "rocauc_molhiv",
+                "OGB scaffold split", "OGB (Hu et al. 2020)", kind="graph"),
+    DatasetSpec("ogbg-molpcba", molecules.load_ogbg, "multilabel", "bce_masked", "ap_molpcba",
+                "OGB scaffold split", "OGB (Hu et al. 2020)", kind="graph"),
+    DatasetSpec("smiles_csv", molecules.load_smiles_csv, "from the file", "bce_masked",
+                "rocauc_multitask", "scaffold (default) or random split",
+                "your own SMILES CSV", kind="graph"),
+    DatasetSpec("tu", tu.load_tu, "multiclass", "cross_entropy", "accuracy",
+                "stratified 10-fold cross-validation (or random 80/10/10)",
+                "TU datasets (Morris et al. 2020), PyG TUDataset", kind="graph"),
+    DatasetSpec("zinc", tu.load_zinc, "regression", "l1", "mae", "ZINC subset split",
+                "ZINC 12k (Dwivedi et al. 2020)", kind="graph"),
 ]}
+
+
+def registry_name(opts) -> str:
+    """The registry key of a ``dataset`` config node: ``_target_`` (your own loader), else
+    ``loader`` (a family whose members are picked by ``name``, as ``tu``), else ``name``."""
+    return str(opts.get("_target_") or opts.get("loader") or opts.get("name"))
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -99,19 +120,29 @@ def load_dataset(opts, root: DataRoot) -> tuple[NodeDataset | temporal.TemporalD
     """Load the dataset described by the ``dataset`` config node ``opts``."""
     import dataclasses
 
+    spec = get_spec(registry_name(opts))
     name = str(opts.get("_target_") or opts.name)
-    spec = get_spec(name)
     dataset = spec.loader(name, opts, root)
     decided = {k: getattr(dataset, k, None) for k in ("loss", "metric")}
     decided = {k: v for k, v in decided.items() if v is not None}
     return dataset, (dataclasses.replace(spec, **decided) if decided else spec)
 
 
-def prepare_for_model(dataset, model):
+def prepare_for_model(dataset, model, cache_dir=None):
     """Give ``model`` the input it declares: a model with ``knn_k`` runs on the symmetrised
-    k-NN graph of the features (with self-loops) instead of the dataset's graph."""
+    k-NN graph of the features (with self-loops) instead of the dataset's graph; a graph-level
+    model's ``positional_encodings`` are computed once and cached under ``cache_dir``."""
     import dataclasses
 
+    from .graphs import GraphDataset, with_positional_encodings
+
+    if isinstance(dataset, GraphDataset):
+        needs = getattr(model, "positional_encodings", None) or {}
+        if needs:
+            if cache_dir is None:
+                raise ValueError("positional encodings need a cache folder")
+            dataset = with_positional_encodings(dataset, needs, cache_dir)
+        return dataset
     k = getattr(model, "knn_k", None)
     if k is None or not isinstance(dataset, NodeDataset):
         return dataset

@@ -72,3 +72,36 @@ def check_torch_files(folder: Path) -> None:
             raise UnsafeDataFile(f"{path} does not load as weights-only torch data ({reason}); "
                                  "it was not loaded. Delete the processed folder to rebuild "
                                  "it from the raw files") from err
+
+
+def _storage_from_bytes(payload: bytes):
+    """``torch.storage._load_from_bytes`` with torch's weights-only loader (the bytes are a
+    ``torch.save`` of one storage)."""
+    import torch
+
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+
+
+class _TensorPickle(_Restricted):
+    """Also admits torch tensors pickled with the plain ``pickle`` module (ZINC's raw files):
+    the tensor rebuild and its storage, read by torch's weights-only loader."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return _storage_from_bytes
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            import torch._utils
+
+            return torch._utils._rebuild_tensor_v2
+        return super().find_class(module, name)
+
+
+def safe_load_tensors(path: Path):
+    """A plain pickle of lists/dicts of numbers, numpy arrays and torch tensors."""
+    path = Path(path)
+    try:
+        return _TensorPickle(io.BytesIO(path.read_bytes())).load()
+    except (pickle.UnpicklingError, AttributeError, EOFError, ValueError) as err:
+        raise UnsafeDataFile(f"{path} is not a plain data pickle ({err}); it was not "
+                             "loaded. Delete it if it is a cache, or replace it with the "
+                             "published file") from err

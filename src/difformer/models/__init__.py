@@ -6,7 +6,9 @@ A model declares what it needs through attributes the trainers read: ``requires_
 (it reads the edges, so a dataset without a graph needs ``dataset.knn_k``), ``knn_k`` (it runs
 on the k-NN graph of the features), ``set_labels`` (it reads the train labels),
 ``auxiliary_loss()`` (a loss term added after each training forward), ``on_epoch_start(epoch)``
-(a schedule), and no trainable parameters (evaluated once, never optimised).
+(a schedule), and no trainable parameters (evaluated once, never optimised). Graph-level models
+(``level = "graph"``) return one prediction per graph from ``forward(x, edge_index, batch,
+edge_attr, ...)`` and name the positional encodings they read (``positional_encodings``).
 """
 from __future__ import annotations
 
@@ -42,6 +44,11 @@ _REGISTRY: dict[str, tuple[str, dict]] = {
     "sgformer": ("sgformer:SGFormer", {}),
     "sgformer_pyg": ("sgformer:SGFormerPyG", {}),
     "polynormer": ("sgformer:Polynormer", {}),
+    # graph-level (one prediction per graph; level = "graph")
+    "difformer_graph": ("graph_level:GraphDIFFormer", {}),
+    "mol_gnn": ("graph_level:MolGNN", {}),
+    "gated_gt": ("graph_transformers:GatedGT", {}),
+    "gps": ("graph_transformers:GPS", {}),
 }
 # Public classes importable from here, and the module each lives in.
 _EXPORTS = {"DIFFormer": "difformer", "DIFFormerConv": "difformer", "KERNELS": "difformer",
@@ -51,7 +58,9 @@ _EXPORTS = {"DIFFormer": "difformer", "DIFFormerConv": "difformer", "KERNELS": "
             "ManiReg": "graph_baselines", "H2GCN": "graph_baselines",
             "DenseGAT": "graph_baselines", "DCRNN": "temporal_baselines",
             "MPNNLSTM": "temporal_baselines", "NodeFormer": "nodeformer",
-            "SGFormer": "sgformer", "SGFormerPyG": "sgformer", "Polynormer": "sgformer"}
+            "SGFormer": "sgformer", "SGFormerPyG": "sgformer", "Polynormer": "sgformer",
+            "GraphDIFFormer": "graph_level", "MolGNN": "graph_level",
+            "GatedGT": "graph_transformers", "GPS": "graph_transformers"}
 
 
 def _import_path(path: str):

@@ -40,7 +40,7 @@ def check_kernel(kernel: str) -> None:
         raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
 
 
-def _normalise_qk(qs: Tensor, ks: Tensor, kernel: str) -> tuple[Tensor, Tensor]:
+def normalise_qk(qs: Tensor, ks: Tensor, kernel: str) -> tuple[Tensor, Tensor]:
     """``simple``: one Frobenius norm over the whole [N, H, h] tensor, as coded officially;
     ``simple_pernode``: per-node L2."""
     if kernel == "simple":
@@ -105,14 +105,34 @@ def sigmoid_attention(qs: Tensor, ks: Tensor, vs: Tensor, chunk: int | None = No
 
 
 def attention_conv(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str,
-                   chunk: int | None = None) -> Tensor:
-    """All-pair diffusion of values ``vs`` [L, H|1, D] under ``kernel``; returns [N, H, D]."""
+                   chunk: int | None = None, batch: Tensor | None = None,
+                   num_graphs: int | None = None) -> Tensor:
+    """All-pair diffusion of values ``vs`` [L, H|1, D] under ``kernel``; returns [N, H, D].
+
+    With ``batch`` (a mini-batch of graphs) the pairs are those within each graph and every
+    constant is per graph (:mod:`.graph_attention`); without it, the official computation."""
     check_kernel(kernel)
+    if batch is not None:
+        return _graph_attention(qs, ks, vs, kernel, chunk, batch, num_graphs)
     if kernel == "sigmoid":
         return sigmoid_attention(qs, ks, vs, chunk)
     if kernel == "simple":
         return _linear_attention(qs, ks, vs, 1.0 / (torch.norm(qs, p=2) * torch.norm(ks, p=2)))
-    return _linear_attention(*_normalise_qk(qs, ks, kernel), vs)
+    return _linear_attention(*normalise_qk(qs, ks, kernel), vs)
+
+
+def _graph_attention(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str, chunk: int | None,
+                     batch: Tensor, num_graphs: int | None) -> Tensor:
+    from . import graph_attention as ga
+
+    num_graphs = int(batch.max()) + 1 if num_graphs is None else num_graphs
+    if kernel == "sigmoid":
+        return ga.batched_sigmoid_attention(qs, ks, vs, batch, num_graphs, chunk)
+    if kernel == "simple":
+        scale = ga.per_graph_frobenius_scale(qs, ks, batch, num_graphs)
+        return ga.batched_linear_attention(qs, ks, vs, batch, num_graphs, scale)
+    qs, ks = normalise_qk(qs, ks, kernel)
+    return ga.batched_linear_attention(qs, ks, vs, batch, num_graphs)
 
 
 def attention_matrix(qs: Tensor, ks: Tensor, kernel: str, full_kernel: bool = False) -> Tensor:
@@ -126,7 +146,7 @@ def attention_matrix(qs: Tensor, ks: Tensor, kernel: str, full_kernel: bool = Fa
     if kernel == "sigmoid":
         scores = torch.sigmoid(torch.einsum("nhm,lhm->nlh", qs, ks))
         return scores / scores.sum(dim=1, keepdim=True)
-    qs, ks = _normalise_qk(qs, ks, kernel)
+    qs, ks = normalise_qk(qs, ks, kernel)
     n = qs.shape[0]
     denominator = torch.einsum("nhm,hm->nh", qs, ks.sum(dim=0)).unsqueeze(1) + n  # [N, 1, H]
     scores = torch.einsum("nhm,lhm->nlh", qs, ks)
@@ -200,10 +220,13 @@ class DIFFormerConv(nn.Module):
             value = x.reshape(-1, 1, self.out_channels)
         return query, key, value
 
-    def forward(self, x: Tensor, adj: Tensor | None = None) -> Tensor:
-        """x [N, h]; adj the normalised adjacency from :func:`gcn_normalized_adjacency`."""
+    def forward(self, x: Tensor, adj: Tensor | None = None, batch: Tensor | None = None,
+                num_graphs: int | None = None) -> Tensor:
+        """x [N, h]; adj the normalised adjacency from :func:`gcn_normalized_adjacency`;
+        ``batch`` [N] the graph of each node in a mini-batch of graphs (attention within each)."""
         query, key, value = self.qkv(x)
-        out = attention_conv(query, key, value, self.kernel, self.attention_chunk)
+        out = attention_conv(query, key, value, self.kernel, self.attention_chunk, batch,
+                             num_graphs)
         if self.use_graph:
             if adj is None:
                 raise ValueError("use_graph=True needs an edge_index")
@@ -307,20 +330,27 @@ class DIFFormer(nn.Module):
             z = self.bns[i + 1](z)
         return z
 
-    def _encode(self, x: Tensor, adj: Tensor | None) -> Tensor:
+    def _encode(self, x: Tensor, adj: Tensor | None, batch: Tensor | None = None) -> Tensor:
         z = F.dropout(self._input_block(x), p=self.dropout, training=self.training)
         z0 = z
+        num_graphs = None if batch is None else int(batch.max()) + 1 if batch.numel() else 0
         for i, conv in enumerate(self.convs):
             z_prev = z
-            z = self._after_conv(i, conv(z, adj), z_prev, z0)
+            z = self._after_conv(i, conv(z, adj, batch, num_graphs), z_prev, z0)
             z = F.dropout(z, p=self.dropout, training=self.training)
         return z
 
     def forward(self, x: Tensor, edge_index: Tensor | None = None,
-                edge_weight: Tensor | None = None, return_embeddings: bool = False) -> Tensor:
+                edge_weight: Tensor | None = None, return_embeddings: bool = False,
+                batch: Tensor | None = None) -> Tensor:
         """x [N, in_channels], edge_index [2, E] (self-loops already added) -> logits [N, out],
-        or with ``return_embeddings`` the node embeddings [N, hidden] before the output layer."""
-        z = self._encode(x, self._adjacency(x.shape[0], edge_index, edge_weight))
+        or with ``return_embeddings`` the node embeddings [N, hidden] before the output layer.
+
+        ``batch`` [N] (sorted, as PyG's ``Batch.batch``): the nodes are a mini-batch of graphs
+        and attention stays within each graph, with per-graph constants (see
+        :mod:`.graph_attention`); each graph's output equals its output alone. Without it,
+        the official one-graph computation, unchanged."""
+        z = self._encode(x, self._adjacency(x.shape[0], edge_index, edge_weight), batch)
         return z if return_embeddings else self.fcs[-1](z)
 
     def encode(self, x: Tensor, edge_index: Tensor | None = None,
@@ -383,6 +413,24 @@ class DIFFormer(nn.Module):
                 out[rows] = self._after_conv(i, att.mean(dim=1), z[rows], z0[rows])
             z = out
         return torch.cat([self.fcs[-1](b) for b in z.split(chunk_size)])
+
+    @torch.no_grad()
+    def diffusion_states(self, x: Tensor, edge_index: Tensor | None = None,
+                         edge_weight: Tensor | None = None) -> list[dict]:
+        """Per layer, as an eval-mode forward sees it (no dropout): the input ``z_in`` [N, h],
+        the output ``z_out`` the next layer reads (after the residual and LayerNorm), and the
+        layer's ``query``, ``key`` [N, H, h] and ``value`` [N, H|1, h] -- the diffusion's
+        states, for :mod:`difformer.inspect_energy`."""
+        adj = self._adjacency(x.shape[0], edge_index, edge_weight)
+        z = self._input_block(x)
+        z0, states = z, []
+        for i, conv in enumerate(self.convs):
+            query, key, value = conv.qkv(z)
+            out = self._after_conv(i, conv(z, adj), z, z0)
+            states.append({"z_in": z, "z_out": out, "query": query, "key": key,
+                           "value": value})
+            z = out
+        return states
 
     @torch.no_grad()
     def get_attentions(self, x: Tensor, edge_index: Tensor | None = None,

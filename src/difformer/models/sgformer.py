@@ -7,6 +7,8 @@
   mixed ``gw * gnn + (1 - gw) * attention`` (or concatenated), then a Linear.
 * :class:`SGFormerPyG` is PyG's port (``torch_geometric.nn.models.SGFormer``), which normalises
   q and k **per row**; it is a different model numerically and is named apart.
+* Every model here takes ``batch`` (a mini-batch of graphs) with attention strictly within each
+  graph; PyG's attentions, which mask only V, are fixed in place (:mod:`.graph_attention`).
 * :class:`Polynormer` wraps PyG's ``Polynormer`` for one full graph: the local (GNN) stack is
   trained alone for ``local_epochs`` epochs, then global attention is switched on, as in the
   official training script (the trainers call :meth:`Polynormer.on_epoch_start`).
@@ -41,11 +43,20 @@ class TransConvLayer(nn.Module):
             self.Wv = nn.Linear(channels, channels * num_heads)
         self.channels, self.num_heads, self.use_weight = channels, num_heads, use_weight
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, batch: Tensor | None = None,
+                num_graphs: int | None = None) -> Tensor:
         shape = (-1, self.num_heads, self.channels)
         value = self.Wv(x).reshape(shape) if self.use_weight else x.reshape(-1, 1, self.channels)
-        return sgformer_attention(self.Wq(x).reshape(shape), self.Wk(x).reshape(shape),
-                                  value).mean(dim=1)
+        query, key = self.Wq(x).reshape(shape), self.Wk(x).reshape(shape)
+        if batch is None:
+            return sgformer_attention(query, key, value).mean(dim=1)
+        # a mini-batch of graphs: the same formula within each graph (per-graph norms, sums
+        # and node counts), so a graph's output does not depend on its batch
+        from . import graph_attention as ga
+
+        scale = ga.per_graph_frobenius_scale(query, key, batch, num_graphs)
+        return ga.batched_linear_attention(query, key, value, batch, num_graphs, scale,
+                                           self_value=True).mean(dim=1)
 
 
 class TransConv(nn.Module):
@@ -60,14 +71,15 @@ class TransConv(nn.Module):
         self.dropout, self.use_bn, self.residual, self.use_act = dropout, use_bn, use_residual, \
             use_act
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, batch: Tensor | None = None) -> Tensor:
+        num_graphs = None if batch is None else int(batch.max()) + 1
         x = self.fcs[0](x)
         if self.use_bn:
             x = self.bns[0](x)
         x = F.dropout(F.relu(x), p=self.dropout, training=self.training)
         previous = x
         for i, conv in enumerate(self.convs):
-            x = conv(x)
+            x = conv(x, batch, num_graphs)
             if self.residual:
                 x = (x + previous) / 2.0  # fixed 1/2, not alpha (official)
             if self.use_bn:
@@ -173,8 +185,10 @@ class SGFormer(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         return super().load_state_dict(self.upgrade_state_dict(state_dict), strict, assign)
 
-    def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
-        z = self.trans_conv(x)
+    def forward(self, x: Tensor, edge_index: Tensor | None = None,
+                batch: Tensor | None = None) -> Tensor:
+        """``batch``: a mini-batch of graphs, attention within each graph."""
+        z = self.trans_conv(x, batch)
         if self.use_graph:
             g = self.graph_conv(x, edge_index)
             z = (self.graph_weight * g + (1 - self.graph_weight) * z
@@ -194,12 +208,16 @@ class SGFormerPyG(nn.Module):
         super().__init__()
         from torch_geometric.nn.models import SGFormer as PyGSGFormer
 
+        from .graph_attention import fix_pyg_attention
+
         self.model = PyGSGFormer(in_channels, hidden_channels, out_channels, trans_num_layers,
                                  trans_num_heads, trans_dropout, gnn_num_layers, gnn_dropout,
                                  graph_weight, aggregate)
+        fix_pyg_attention(self.model)  # PyG masks only V in a batch of graphs (same on one)
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> Tensor:
+        if batch is None:
+            batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         return self.model(x, edge_index, batch)
 
 
@@ -217,9 +235,12 @@ class Polynormer(nn.Module):
 
         if local_epochs < 0:
             raise ValueError(f"local_epochs must be >= 0, got {local_epochs}")
+        from .graph_attention import fix_pyg_attention
+
         self.model = PyGPolynormer(in_channels, hidden_channels, out_channels, local_layers,
                                    global_layers, in_dropout, dropout, global_dropout, heads,
                                    beta)
+        fix_pyg_attention(self.model)  # PyG masks only V in a batch of graphs (same on one)
         self.local_epochs = local_epochs
         # A buffer, so a checkpoint remembers whether its weights were trained with attention.
         self.register_buffer("global_on", torch.tensor(local_epochs == 0))
@@ -227,7 +248,8 @@ class Polynormer(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         self.global_on.fill_(epoch >= self.local_epochs)
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> Tensor:
         self.model._global = bool(self.global_on)
-        batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        if batch is None:
+            batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         return self.model(x, edge_index, batch)

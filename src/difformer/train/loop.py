@@ -69,8 +69,10 @@ class RunLoop:
         self.data_fingerprint = data_fingerprint
         self.lead = distributed.rank() == 0
         in_channels, out_channels = task.channels()
+        # graph tasks describe their features to the model (node_input, edge_input, ...)
+        extras = task.model_inputs() if hasattr(task, "model_inputs") else {}
         self.model_kwargs = {"in_channels": in_channels, "out_channels": out_channels,
-                             **settings.model_kwargs}
+                             **extras, **settings.model_kwargs}
         self.log_every = parse_log_every(self.trainer.log_every)
 
     def better(self, a: float, b: float) -> bool:
@@ -103,6 +105,10 @@ class RunLoop:
                                      weight_decay=self.settings.weight_decay) \
             if trainable else None
         runner = task.epoch_runner(trained, optimizer, split, run) if trainable else None
+        scheduler = None if optimizer is None or self.settings.plateau is None else \
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max" if task.higher_is_better else "min",
+                **self.settings.plateau)
         stopper = task.early_stopping()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -115,6 +121,8 @@ class RunLoop:
                 runner.load_state_dict(last["runner"])
             if stopper is not None:
                 stopper.load_state_dict(last["stopper"])
+            if scheduler is not None:
+                scheduler.load_state_dict(last["scheduler"])
             best, best_state = last["best"], last["best_state"]
             first_epoch, elapsed = last["epoch"] + 1, last["seconds"]
             stopped = last["stopped"]  # interrupted in the epoch early stopping ended
@@ -140,6 +148,7 @@ class RunLoop:
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
                 "runner": runner.state_dict() if runner is not None else None,
                 "stopper": stopper.state_dict() if stopper is not None else None,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "best": best, "best_state": best_state, "last_finite": guard.last,
                 "rng": rng_state(), "seconds": elapsed + time.time() - run_start})
 
@@ -167,6 +176,8 @@ class RunLoop:
                     if improved:
                         best = {"epoch": epoch, **scores}
                         best_state = _copy_state(model)
+                    if scheduler is not None:
+                        scheduler.step(valid)
                     if stopper is not None and stopper.step(improved):
                         stopped = True
                 progress.epoch(epoch, loss, valid, None if best is None else best["valid"],

@@ -75,9 +75,67 @@ def node_mse(pred: Tensor, y: Tensor) -> float:
     return mse_standard(pred.float(), y.float()).item()
 
 
-METRICS = {"accuracy": accuracy, "rocauc": rocauc, "rocauc_ogb": rocauc_ogb, "mse": node_mse}
-HIGHER_IS_BETTER = {"accuracy": True, "rocauc": True, "rocauc_ogb": True, "mse": False}
-LOSSES = {"cross_entropy": cross_entropy, "bce": bce, "mse": mse_standard}
+@functools.cache
+def _ogbg_evaluator(name: str):
+    from ogb.graphproppred import Evaluator
+
+    return Evaluator(name)
+
+
+def ogbg_metric(name: str, key: str):
+    """The ogb graph-property Evaluator of ``name`` (NaN labels are skipped by ogb)."""
+    def fn(pred: Tensor, y: Tensor) -> float:
+        if y.numel() == 0:
+            return float("nan")
+        return float(_ogbg_evaluator(name).eval(
+            {"y_true": y.float().cpu().numpy(), "y_pred": pred.float().cpu().numpy()})[key])
+    fn.__name__ = f"{key}_{name}"
+    return fn
+
+
+def rocauc_multitask(pred: Tensor, y: Tensor) -> float:
+    """Mean ROC-AUC over the tasks (columns) that have both classes among the labelled
+    (non-NaN) graphs: the procedure of ogb's ``eval_rocauc``, for any number of tasks."""
+    from sklearn.metrics import roc_auc_score
+
+    y, pred = y.float().cpu().reshape(len(y), -1), pred.float().cpu().reshape(len(y), -1)
+    scores = []
+    for t in range(y.shape[1]):
+        known = ~torch.isnan(y[:, t])
+        if known.any() and y[known, t].unique().numel() == 2:
+            scores.append(roc_auc_score(y[known, t].numpy(), pred[known, t].numpy()))
+    return float(sum(scores) / len(scores)) if scores else float("nan")
+
+
+def mae(pred: Tensor, y: Tensor) -> float:
+    """Mean absolute error of a regression output (ZINC)."""
+    if y.numel() == 0:
+        return float("nan")
+    return (pred.float().reshape(-1) - y.float().reshape(-1)).abs().mean().item()
+
+
+def bce_masked(logits: Tensor, y: Tensor) -> Tensor:
+    """Multi-task binary cross-entropy over the known labels only (NaN = missing), as the
+    OGB molecule examples."""
+    y = y.reshape(logits.shape).to(logits.dtype)
+    known = ~torch.isnan(y)
+    return F.binary_cross_entropy_with_logits(logits[known], y[known])
+
+
+def l1(pred: Tensor, y: Tensor) -> Tensor:
+    return F.l1_loss(pred.reshape(-1), y.reshape(-1).to(pred.dtype))
+
+
+METRICS = {"accuracy": accuracy, "rocauc": rocauc, "rocauc_ogb": rocauc_ogb, "mse": node_mse,
+           "rocauc_molhiv": ogbg_metric("ogbg-molhiv", "rocauc"),
+           "ap_molpcba": ogbg_metric("ogbg-molpcba", "ap"),
+           "rocauc_multitask": rocauc_multitask, "mae": mae}
+HIGHER_IS_BETTER = {"accuracy": True, "rocauc": True, "rocauc_ogb": True, "mse": False,
+                    "rocauc_molhiv": True, "ap_molpcba": True, "rocauc_multitask": True,
+                    "mae": False}
+ERROR_METRICS = tuple(m for m, higher in HIGHER_IS_BETTER.items() if not higher)
+LOSSES = {"cross_entropy": cross_entropy, "bce": bce, "mse": mse_standard,
+          "bce_masked": bce_masked, "l1": l1}
 MSE = {"paper": mse_paper, "standard": mse_standard}
 
 

@@ -12,7 +12,8 @@ The run loop (:mod:`.loop`) knows nothing of node or temporal data; it asks its 
 * ``early_stopping()`` (or None), ``finish_run(...)`` -> the run's record, ``summary(records)``
   and ``report(summary)``.
 
-A dataset's :class:`~difformer.data.DatasetSpec` names its kind; :data:`TASKS` maps it here.
+A dataset's :class:`~difformer.data.DatasetSpec` names its kind; ``task_kinds.TASKS`` maps it
+to a class (graph-level prediction: :mod:`.graph_task`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ import torch
 from ..data.temporal import chrono_split_fingerprint
 from ..data import split_fingerprint
 from .common import mean_std
-from .metrics import HIGHER_IS_BETTER, LOSSES, MSE, evaluate, with_auxiliary_loss
+from .metrics import (ERROR_METRICS, HIGHER_IS_BETTER, LOSSES, MSE, evaluate,
+                      with_auxiliary_loss)
 from .minibatch import RandomPartitionStep
 
 PATIENCE_MODES = ("reset", "total")
@@ -177,8 +179,8 @@ class NodeTask:
                 f"{self.fmt(summary['valid_mean'])}")
 
     def fmt(self, value: float) -> str:
-        """Percent for the scores in [0, 1]; 4 decimals for an error (MSE)."""
-        return f"{value:.4f}" if self.metric == "mse" else f"{100 * value:.2f}"
+        """Percent for the scores in [0, 1]; 4 decimals for an error (MSE, MAE)."""
+        return f"{value:.4f}" if self.metric in ERROR_METRICS else f"{100 * value:.2f}"
 
 
 class SnapshotEpoch:
@@ -323,5 +325,3 @@ class TemporalTask:
     def fmt(value: float) -> str:
         return f"{value:.4f}"
 
-
-TASKS = {task.kind: task for task in (NodeTask, TemporalTask)}

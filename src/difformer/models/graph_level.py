@@ -1,0 +1,210 @@
+"""Graph-level models: DIFFormer over mini-batches of graphs and OGB's GNN baselines.
+
+Every graph-level model takes ``forward(x, edge_index, batch=None, edge_attr=None, ...)`` and
+returns one prediction per graph [G, out_channels] (``batch`` None: one graph). It is built
+with the dataset's feature description (``node_input``, ``edge_input``, ``edge_channels``;
+see :class:`~difformer.data.graphs.GraphDataset`) and declares ``level = "graph"`` and the
+positional encodings it reads (``positional_encodings``: {"lap": k} or {"rwse": k}).
+
+* :class:`GraphDIFFormer`: the node-level :class:`~.difformer.DIFFormer` with ``batch`` --
+  attention strictly within each graph, per-graph constants -- then the mean of each graph's
+  node outputs (equal to the output layer applied to the mean embedding).
+* :class:`MolGNN`: OGB's ``GNN`` / ``GNN_node(_Virtualnode)`` baselines (Hu et al. 2020):
+  GIN with edge features (PyG ``GINEConv``, the same update as OGB's ``GINConv``) or OGB's
+  GCN with edge features, 5 layers of 300, BatchNorm, dropout 0.5, last-layer
+  representation, mean pooling, optional virtual node.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .difformer import DIFFormer
+
+INPUTS = ("ogb_atom", "ogb_bond", "categorical", "dense")
+
+
+class NodeEncoder(nn.Module):
+    """Node features -> hidden: OGB's ``AtomEncoder`` (9 categorical features), one embedding
+    table (a single categorical column, ``in_channels`` values) or a linear map (dense)."""
+
+    def __init__(self, kind: str, in_channels: int, hidden: int):
+        super().__init__()
+        if kind not in ("ogb_atom", "categorical", "dense"):
+            raise ValueError(f"node_input={kind!r} is not allowed; use ogb_atom, categorical "
+                             "or dense")
+        if kind == "ogb_atom":
+            from ogb.graphproppred.mol_encoder import AtomEncoder
+
+            self.encoder = AtomEncoder(hidden)
+        elif kind == "categorical":
+            self.encoder = nn.Embedding(in_channels, hidden)
+        else:
+            self.encoder = nn.Linear(in_channels, hidden)
+        self.kind = kind
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "categorical":
+            return self.encoder(x.view(-1).long())
+        if self.kind == "dense":
+            return self.encoder(x.float())
+        return self.encoder(x.long())
+
+
+class EdgeEncoder(nn.Module):
+    """Edge features -> hidden: OGB's ``BondEncoder``, one embedding table, a linear map, or
+    (``kind=None``: the data has none) one learned vector shared by every edge."""
+
+    def __init__(self, kind: str | None, in_channels: int, hidden: int):
+        super().__init__()
+        if kind not in (None, "ogb_bond", "categorical", "dense"):
+            raise ValueError(f"edge_input={kind!r} is not allowed; use ogb_bond, categorical, "
+                             "dense or null")
+        if kind == "ogb_bond":
+            from ogb.graphproppred.mol_encoder import BondEncoder
+
+            self.encoder = BondEncoder(hidden)
+        elif kind == "categorical":
+            self.encoder = nn.Embedding(in_channels, hidden)
+        elif kind == "dense":
+            self.encoder = nn.Linear(in_channels, hidden)
+        else:
+            self.constant = nn.Parameter(torch.zeros(1, hidden))
+        self.kind = kind
+
+    def forward(self, edge_attr: Tensor | None, num_edges: int) -> Tensor:
+        if self.kind is None:
+            return self.constant.expand(num_edges, -1)
+        if self.kind == "categorical":
+            return self.encoder(edge_attr.view(-1).long())
+        if self.kind == "dense":
+            return self.encoder(edge_attr.float())
+        return self.encoder(edge_attr.long())
+
+
+def mean_pool(h: Tensor, batch: Tensor | None, num_graphs: int | None = None) -> Tensor:
+    from torch_geometric.nn import global_mean_pool
+
+    return global_mean_pool(h, batch, size=num_graphs)
+
+
+def num_graphs_of(batch: Tensor | None) -> int:
+    return 1 if batch is None else (int(batch.max()) + 1 if batch.numel() else 0)
+
+
+class GraphDIFFormer(nn.Module):
+    """DIFFormer-s/-a for graph-level prediction; the DIFFormer keywords as the node model's
+    (the official names), plus the feature description. Dense features enter DIFFormer's
+    own input layer; categorical ones (atoms) go through their encoder first."""
+    level = "graph"
+    positional_encodings: dict = {}
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 node_input: str = "dense", edge_input: str | None = None,
+                 edge_channels: int = 0, **difformer_kwargs):
+        super().__init__()
+        self.encoder = None if node_input == "dense" else \
+            NodeEncoder(node_input, in_channels, hidden_channels)
+        self.difformer = DIFFormer(in_channels if self.encoder is None else hidden_channels,
+                                   hidden_channels, out_channels, **difformer_kwargs)
+
+    @property
+    def requires_graph(self) -> bool:
+        return self.difformer.use_graph
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None, batch: Tensor | None = None,
+                edge_attr: Tensor | None = None) -> Tensor:
+        if batch is None:
+            batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        h = x.float() if self.encoder is None else self.encoder(x)
+        out = self.difformer(h, edge_index, batch=batch)
+        return mean_pool(out, batch, num_graphs_of(batch))
+
+
+class MolGCNConv(nn.Module):
+    """OGB's ``GCNConv`` with edge features: a linear map, messages
+    ``norm_ij * relu(h_j + e_ij)`` with ``norm = 1/sqrt((d_i+1)(d_j+1))``, plus
+    ``relu(h_i + root) / (d_i + 1)``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.linear = nn.Linear(channels, channels)
+        self.root = nn.Embedding(1, channels)
+
+    def forward(self, h: Tensor, edge_index: Tensor, edge_emb: Tensor) -> Tensor:
+        from torch_geometric.utils import scatter
+
+        h = self.linear(h)
+        src, dst = edge_index
+        deg = torch.zeros(h.shape[0], device=h.device).index_add_(
+            0, src, torch.ones_like(src, dtype=h.dtype)) + 1
+        norm = (deg[src] * deg[dst]).rsqrt().unsqueeze(-1)
+        messages = norm * F.relu(h[src] + edge_emb)
+        out = scatter(messages, dst, dim=0, dim_size=h.shape[0], reduce="sum")
+        return out + F.relu(h + self.root.weight) / deg.unsqueeze(-1)
+
+
+def _mlp(channels: int, out: int | None = None) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(channels, 2 * channels), nn.BatchNorm1d(2 * channels),
+                         nn.ReLU(), nn.Linear(2 * channels, out or channels))
+
+
+class MolGNN(nn.Module):
+    """OGB's graph-property GNN baselines: ``conv='gin'`` or ``'gcn'``, ``virtual_node``."""
+    level = "graph"
+    requires_graph = True
+    positional_encodings: dict = {}
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 num_layers: int = 5, dropout: float = 0.5, conv: str = "gin",
+                 virtual_node: bool = False, node_input: str = "dense",
+                 edge_input: str | None = None, edge_channels: int = 0):
+        super().__init__()
+        from torch_geometric.nn import GINEConv
+
+        if conv not in ("gin", "gcn"):
+            raise ValueError(f"conv={conv!r} is not allowed; use gin or gcn")
+        if num_layers < 2:
+            raise ValueError(f"num_layers must be >= 2, got {num_layers}")
+        self.node_encoder = NodeEncoder(node_input, in_channels, hidden_channels)
+        # one edge encoder per layer, as OGB's convolutions each own a BondEncoder
+        self.edge_encoders = nn.ModuleList(EdgeEncoder(edge_input, edge_channels,
+                                                       hidden_channels)
+                                           for _ in range(num_layers))
+        self.convs = nn.ModuleList(
+            GINEConv(_mlp(hidden_channels), train_eps=True) if conv == "gin"
+            else MolGCNConv(hidden_channels) for _ in range(num_layers))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden_channels) for _ in range(num_layers))
+        self.virtual_node = virtual_node
+        if virtual_node:
+            self.vn_embedding = nn.Embedding(1, hidden_channels)
+            nn.init.constant_(self.vn_embedding.weight, 0.0)
+            self.vn_mlps = nn.ModuleList(
+                nn.Sequential(_mlp(hidden_channels), nn.BatchNorm1d(hidden_channels), nn.ReLU())
+                for _ in range(num_layers - 1))
+        self.head = nn.Linear(hidden_channels, out_channels)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None,
+                edge_attr: Tensor | None = None) -> Tensor:
+        from torch_geometric.nn import global_add_pool
+
+        if batch is None:
+            batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        num_graphs = num_graphs_of(batch)
+        h = self.node_encoder(x)
+        vn = self.vn_embedding.weight.expand(num_graphs, -1) if self.virtual_node else None
+        last = len(self.convs) - 1
+        for i, conv in enumerate(self.convs):
+            if vn is not None:
+                h = h + vn[batch]
+            edge_emb = self.edge_encoders[i](edge_attr, edge_index.shape[1])
+            out = self.norms[i](conv(h, edge_index, edge_emb))
+            out = F.dropout(out if i == last else F.relu(out), self.dropout, self.training)
+            if vn is not None and i < last:
+                pooled = global_add_pool(h, batch, size=num_graphs) + vn
+                vn = F.dropout(self.vn_mlps[i](pooled), self.dropout, self.training)
+            h = out
+        return self.head(mean_pool(h, batch, num_graphs))
