@@ -1,6 +1,7 @@
 """Paper-table reproduction, resume, aggregation, sweeps and every experiment config."""
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,32 @@ def test_smoke_table_end_to_end_then_resume(tmp_path, capsys):
     # (one convention with train.py: moved into <cell>/stale-<time>-<token>/)
     stale = sorted((tmp_path / "runs/smoke").glob("*/stale-*/summary.json"))
     assert len(stale) == 2
+
+    # the committed records carry the results when the (git-ignored) run directories are gone
+    report = (tmp_path / "smoke.md").read_text()
+    record = json.loads((tmp_path / "results/smoke/digits_difformer_s.json").read_text())
+    summary = json.loads((tmp_path / "runs/smoke/digits_difformer_s/summary.json").read_text())
+    assert record["overrides"] == ["trainer.epochs=3"]
+    assert record["config_hash"] == summary["config_hash"]
+    assert record["summary"]["test_mean"] == summary["test_mean"]
+    assert [r["test"] for r in record["summary"]["runs"]] == [r["test"] for r in summary["runs"]]
+    shutil.rmtree(tmp_path / "runs")
+    out = reproduce_main(capsys, "--table", "smoke", "--out", str(tmp_path),
+                         "--set", "trainer.epochs=3")
+    assert "0 to run, 2 skipped (digits_difformer_a: done, digits_difformer_s: done)" in out
+    assert (tmp_path / "smoke.md").read_text() == report
+    # ... but only for the settings they were measured with
+    out = reproduce_main(capsys, "--table", "smoke", "--out", str(tmp_path), "--report-only")
+    line = next(li for li in out.splitlines() if li.startswith("| digits_difformer_s "))
+    assert "not run: pending" in line
+    assert f"the result recorded on {record['measured_on']} is for other settings " \
+           "(--set trainer.epochs=3)" in line
+
+
+def test_only_names_cells_of_the_table(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: --only cora_gcnn: no such cell in table 1; "
+                                         r"allowed: citeseer_difformer_a, citeseer_difformer_s, "):
+        reproduce.main(["--table", "1", "--out", str(tmp_path), "--only", "cora_gcnn"])
 
 
 def test_unavailable_data_is_reported_and_not_retried(tmp_path, capsys, monkeypatch):
@@ -248,3 +275,17 @@ def test_optuna_study_resumes_to_the_requested_count_and_survives_failures(tmp_p
     assert first.returncode == second.returncode == 1  # failed jobs are listed, exit 1
     third = train_py(*args, "hydra.sweeper.n_trials=4", check=False)
     assert "running up to 0 more" in third.stdout and len(study.get_trials()) == 4
+
+
+RECORDS = sorted((CONFIG_DIR.parent / "reproduction/results").glob("*/*.json"))
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=[f"{p.parent.name}/{p.stem}" for p in RECORDS])
+def test_committed_records_are_for_the_cells_current_settings(path):
+    """A change to a measured cell's settings must be deliberate: re-measure it or drop its
+    record (the report would otherwise show an old number beside new settings)."""
+    record = json.loads(path.read_text())
+    group = reproduce.table_group(path.parent.name.removeprefix("table"))
+    cfg = reproduce.compose_cell(f"{group}/{path.stem}", record["overrides"])
+    assert record["config_hash"] == reproduce.config_hash(cfg)
+    assert record["cell"] == path.stem and record["summary"]["n_runs"] >= 1
