@@ -51,3 +51,5 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_graph.py
+	$(BIN)/python scripts/bench_speed.py
+	$(BIN)/python scripts/bench_stacked.py

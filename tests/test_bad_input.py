@@ -32,7 +32,8 @@ def bad_inputs(files: Path) -> list[tuple[str, list[str]]]:
         "mode=eval checkpoint=missing.pt", "mode=eval checkpoint=FILES/notes.txt",
         "mode=eval checkpoint=FILES/truncated.pt", "mode=eval checkpoint=FILES/partial.pt",
         "resume=FILES/nowhere", "optim.scheduler=cosine", "dataset=hiv model=difformer_s",
-        "dataset=tu model=gin_graph trainer=minibatch"]]
+        "dataset=tu model=gin_graph trainer=minibatch", "trainer.parallel_runs=0",
+        "trainer.compile=maybe", "model.dropout_mask=quick"]]
 
 
 def table(rows: list[tuple[str, str]]) -> str:

@@ -247,6 +247,13 @@ def _resume_argv(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    from .allocator import AllocatorError, reexec_if_requested
+
+    try:
+        reexec_if_requested()  # DIFFORMER_ALLOCATOR=mimalloc: this command again, preloaded
+    except AllocatorError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
     argv = _resume_argv(sys.argv[1:])
     problem = preflight(argv)
     if problem is not None:

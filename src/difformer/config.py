@@ -51,7 +51,9 @@ VOLATILE_KEYS = ("paths", "logger", "mode", "checkpoint", "eval_allow_mismatch",
                  "resume", "paper", "hydra", "inspect")
 # read only by optim.scheduler=plateau: without a scheduler they change nothing
 SCHEDULER_KEYS = ("plateau_factor", "plateau_patience", "min_lr")
-VOLATILE_TRAINER_KEYS = ("device", "eval_device", "eval_chunk", "progress", "save_checkpoints",
+# how the model computes, not what: the same numbers within float rounding (models/sparse_ops.py)
+VOLATILE_MODEL_KEYS = ("sparse_input", "cache_adjacency")
+VOLATILE_TRAINER_KEYS = ("parallel_runs", "run_ids", "device", "eval_device", "eval_chunk", "progress", "save_checkpoints",
                          "checkpoint_every", "checkpoint_seconds", "log_every", "profile_epochs")
 
 
@@ -70,6 +72,8 @@ def config_hash(cfg: DictConfig | dict) -> str:
         container.pop(key, None)
     for key in VOLATILE_TRAINER_KEYS:
         container.get("trainer", {}).pop(key, None)
+    for key in VOLATILE_MODEL_KEYS:
+        container.get("model", {}).pop(key, None)
     optim = container.get("optim", {})
     if optim.get("scheduler") in (None, "none"):
         for key in SCHEDULER_KEYS:

@@ -21,7 +21,7 @@ from pathlib import Path
 from .config import TOKEN, recorded_hash
 
 RUN_OUTPUTS = ("summary.json", "status.json", "metrics.jsonl", "config.yaml", "checkpoints",
-               "eval.json", "curves.png")
+               "eval.json", "curves.png", "workers")
 # What Hydra writes into every run directory before our code runs: .hydra/ and an empty log.
 HYDRA_DIR = ".hydra"
 
@@ -41,7 +41,10 @@ class RunDirState:
 
 
 def last_checkpoints(run_dir: Path) -> list[Path]:
-    return sorted((Path(run_dir) / "checkpoints").glob("run*_last.pt"))
+    """The run's last checkpoints, and those its parallel workers left (trainer.parallel_runs)."""
+    run_dir = Path(run_dir)
+    return sorted([*run_dir.glob("checkpoints/run*_last.pt"),
+                   *run_dir.glob("workers/*/checkpoints/run*_last.pt")])
 
 
 def inspect(run_dir: Path, settings_hash: str) -> RunDirState:

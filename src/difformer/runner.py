@@ -78,6 +78,24 @@ def check_trainer(settings, spec, task_cls, probe) -> None:
         raise ConfigError(f"torchrun is supported for node classification with "
                           f"trainer=minibatch, not for the {task_cls.kind} task with "
                           f"trainer={trainer.name}")
+    check_parallel_runs(trainer)
+
+
+def check_parallel_runs(trainer) -> None:
+    from .train import distributed
+    from .train.common import resolve_device
+
+    k = trainer.parallel_runs
+    if k == 1:
+        return
+    if distributed.world_size() > 1:
+        raise ConfigError(f"trainer.parallel_runs={k} starts its own processes; under torchrun "
+                          "set trainer.parallel_runs=1")
+    device = resolve_device(trainer.device)
+    if device.type != "cpu":
+        raise ConfigError(f"trainer.parallel_runs={k} spreads runs over CPU cores; on "
+                          f"{device.type} one process drives the device: set "
+                          "trainer.parallel_runs=1 (or trainer.device=cpu)")
 
 
 def train(settings, probe, cfg, run_dir: Path) -> dict:
@@ -103,6 +121,11 @@ def train(settings, probe, cfg, run_dir: Path) -> dict:
             print(dataset.summary(), flush=True)
         logger = RunLogger(run_dir, cfg.logger, settings.config) if lead else NullLogger()
         try:
+            if lead and trainer.parallel_runs > 1:
+                from .train.parallel_runs import train_in_workers
+
+                train_in_workers(cfg, run_dir, trainer.runs, trainer.parallel_runs, logger,
+                                 torch.get_num_threads())
             loop = RunLoop(task, settings, run_dir, logger, device, dataset.fingerprint())
             records, _ = loop.fit()
             finished = True

@@ -59,11 +59,14 @@ class TrainerSettings:
     epochs: int
     runs: int
     device: str = "auto"
+    parallel_runs: int = 1              # CPU: the runs in this many processes (train/parallel_runs)
+    run_ids: tuple[int, ...] | None = None  # a parallel worker's own runs (set by its parent)
     eval_step: int = 1
     batch_size: int | None = None
     eval_device: str | None = None
     eval_chunk: int | None = None
     precision: str = "32"
+    compile: bool | None = None         # torch.compile the training forward (null/false: eager)
     patience: int | None = None
     patience_mode: str = "reset"
     mse: str = "standard"
@@ -78,6 +81,15 @@ class TrainerSettings:
 
 
 TRAINER_KEYS = tuple(f.name for f in fields(TrainerSettings))
+
+
+def _run_ids(value, runs) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    ok = isinstance(value, (list, tuple)) and value and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < runs for v in value)
+    check(bool(ok), f"trainer.run_ids must be a list of run numbers in [0, {runs}), got {value!r}")
+    return tuple(value)
 
 
 def trainer_settings(node) -> TrainerSettings:
@@ -99,11 +111,14 @@ def trainer_settings(node) -> TrainerSettings:
         epochs=_integer(get("epochs"), "trainer.epochs", 1),
         runs=_integer(get("runs"), "trainer.runs", 1),
         device=_device(get("device", "auto"), "trainer.device"),
+        parallel_runs=_integer(get("parallel_runs", 1), "trainer.parallel_runs", 1),
+        run_ids=_run_ids(get("run_ids"), get("runs")),
         eval_step=_integer(get("eval_step", 1), "trainer.eval_step", 1),
         batch_size=_integer(get("batch_size"), "trainer.batch_size", 1, allow_null=True),
         eval_device=_device(get("eval_device"), "trainer.eval_device", allow_null=True),
         eval_chunk=_integer(get("eval_chunk"), "trainer.eval_chunk", 1, allow_null=True),
         precision=precision,
+        compile=None if get("compile") is None else _boolean(get("compile"), "trainer.compile"),
         patience=_integer(get("patience"), "trainer.patience", 1, allow_null=True),
         patience_mode=str(get("patience_mode", "reset")),
         mse=str(get("mse", "standard")),

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from .sparse_ops import OperandCache, SparseOperand, sparse_linear, to_operand, wants_sparse
+
 KERNELS = ("simple", "sigmoid", "simple_pernode")
 
 # CSR sparse-dense matmul is stable for what we use (spmm with autograd on the dense side).
@@ -76,9 +78,10 @@ def _linear_attention(qs: Tensor, ks: Tensor, vs: Tensor, scale: Tensor | None =
     return _answer_queries(qs, _key_summary(ks, vs, scale), qs.shape[0])
 
 
-def _propagate(adj: Tensor, value: Tensor) -> Tensor:
-    """GCN branch: sparse ``adj`` [R, N] times value [N, H, D] -> [R, H, D], in float32 even
-    under bf16 autocast (the CSR kernels lack bf16 on CPU)."""
+def _propagate(adj: Tensor | SparseOperand, value: Tensor) -> Tensor:
+    """GCN branch: sparse ``adj`` [R, N] (CSR, or a :class:`SparseOperand` with its prebuilt
+    transpose) times value [N, H, D] -> [R, H, D], in float32 even under bf16 autocast (the CSR
+    kernels lack bf16 on CPU)."""
     with torch.autocast(value.device.type, enabled=False):
         out = adj @ value.reshape(value.shape[0], -1).to(adj.dtype)
     return out.reshape(-1, *value.shape[1:])
@@ -155,6 +158,16 @@ def attention_matrix(qs: Tensor, ks: Tensor, kernel: str, full_kernel: bool = Fa
     return scores / denominator
 
 
+def fast_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout like ``F.dropout`` (keep with probability 1 - p, scale by 1/(1-p)),
+    its mask drawn with ``torch.rand`` instead of CPU ``bernoulli_``."""
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return torch.zeros_like(x)
+    return x * (torch.rand_like(x) >= p) * (1.0 / (1.0 - p))
+
+
 def gcn_normalized_adjacency(edge_index: Tensor, num_nodes: int,
                              edge_weight: Tensor | None = None) -> Tensor:
     """Sparse CSR matrix A[t, s] = w_st / sqrt(d_t d_s) with d the unweighted in-degree.
@@ -174,8 +187,9 @@ def gcn_normalized_adjacency(edge_index: Tensor, num_nodes: int,
     return adj.coalesce().to_sparse_csr()
 
 
-def _csr_rows(adj: Tensor, rows: slice) -> Tensor:
+def _csr_rows(adj: Tensor | SparseOperand, rows: slice) -> Tensor:
     """Rows ``rows`` of a CSR matrix, as a CSR matrix (no copy of the other rows)."""
+    adj = adj.matrix if isinstance(adj, SparseOperand) else adj
     crow = adj.crow_indices()
     lo, hi = int(crow[rows.start]), int(crow[rows.stop])
     return torch.sparse_csr_tensor(crow[rows.start:rows.stop + 1] - lo, adj.col_indices()[lo:hi],
@@ -260,6 +274,16 @@ class DIFFormer(nn.Module):
         attention_chunk: sigmoid kernel only: process this many query rows at a time and
             recompute them in backward, O(N * chunk) memory instead of O(N^2). Not a weight:
             checkpoints do not depend on it.
+        sparse_input: read the input features as CSR in the input layer (None: when at most
+            10 % of a large matrix is non-zero, as bag-of-words features; outputs equal the
+            dense product's within float rounding). Not a weight either.
+        dropout_mask: None (the official ``F.dropout``, whose Bernoulli draws are a fifth of a
+            Cora epoch on a CPU) or ``'fast'``: masks from ``torch.rand`` (2.7x faster to
+            draw), the same distribution but another random stream, so runs differ from the
+            official ones (:func:`fast_dropout`).
+        cache_adjacency: build the normalised adjacency and its transpose once per
+            ``edge_index`` tensor instead of in every forward and every layer's backward
+            (:mod:`.sparse_ops`); the numbers are the same. False: the official computation.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
@@ -267,7 +291,8 @@ class DIFFormer(nn.Module):
                  alpha: float = 0.5, dropout: float = 0.5, use_bn: bool = True,
                  use_residual: bool = True, use_weight: bool = True, use_graph: bool = True,
                  graph_weight: float = -1.0, use_source: bool = False,
-                 attention_chunk: int | None = None):
+                 attention_chunk: int | None = None, sparse_input: bool | None = None,
+                 cache_adjacency: bool = True, dropout_mask: str | None = None):
         super().__init__()
         check_kernel(kernel)
         if num_layers < 1:
@@ -278,6 +303,9 @@ class DIFFormer(nn.Module):
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        if dropout_mask not in (None, "official", "fast"):
+            raise ValueError(f"dropout_mask must be null, 'official' or 'fast', got "
+                             f"{dropout_mask!r}")
         if attention_chunk is not None and attention_chunk < 1:
             raise ValueError(f"attention_chunk must be >= 1 or None, got {attention_chunk}")
         # Registration order convs, fcs, bns matches the official state_dict.
@@ -297,6 +325,11 @@ class DIFFormer(nn.Module):
         self.alpha = alpha
         self.use_graph = use_graph
         self.use_source = use_source
+        self.sparse_input = sparse_input
+        self.dropout_mask = dropout_mask
+        self.cache_adjacency = cache_adjacency
+        self._adjacency_cache = OperandCache()
+        self._input_cache = OperandCache()
 
     @property
     def requires_graph(self) -> bool:
@@ -307,19 +340,34 @@ class DIFFormer(nn.Module):
         for module in (*self.convs, *self.bns, *self.fcs):
             module.reset_parameters()
 
-    def _input_block(self, x: Tensor) -> Tensor:
-        x = self.fcs[0](x)
+    def _input_block(self, x: Tensor, allow_sparse: bool = True) -> Tensor:
+        operand = None
+        if allow_sparse and not x.requires_grad and (self.sparse_input is not False
+                                                     or x.is_sparse_csr):
+            operand = self._input_cache.get(
+                (x, self.sparse_input),
+                lambda: to_operand(x) if wants_sparse(x, self.sparse_input) else None)
+        x = self.fcs[0](x) if operand is None else sparse_linear(operand, self.fcs[0])
         if self.use_bn:
             x = self.bns[0](x)
         return F.relu(x)
 
     def _adjacency(self, num_nodes: int, edge_index: Tensor | None,
-                   edge_weight: Tensor | None) -> Tensor | None:
+                   edge_weight: Tensor | None) -> Tensor | SparseOperand | None:
         if not self.use_graph:
             return None
         if edge_index is None:
             raise ValueError("this DIFFormer was built with use_graph=True: pass edge_index")
-        return gcn_normalized_adjacency(edge_index, num_nodes, edge_weight)
+        if not self.cache_adjacency or (edge_weight is not None and edge_weight.requires_grad):
+            return gcn_normalized_adjacency(edge_index, num_nodes, edge_weight)
+        return self._adjacency_cache.get(
+            (edge_index, edge_weight, num_nodes),
+            lambda: SparseOperand(gcn_normalized_adjacency(edge_index, num_nodes, edge_weight)))
+
+    def _dropout(self, z: Tensor) -> Tensor:
+        if self.dropout_mask == "fast":
+            return fast_dropout(z, self.dropout, self.training)
+        return F.dropout(z, p=self.dropout, training=self.training)
 
     def _after_conv(self, i: int, z: Tensor, z_prev: Tensor, z0: Tensor) -> Tensor:
         if self.use_source:
@@ -331,13 +379,13 @@ class DIFFormer(nn.Module):
         return z
 
     def _encode(self, x: Tensor, adj: Tensor | None, batch: Tensor | None = None) -> Tensor:
-        z = F.dropout(self._input_block(x), p=self.dropout, training=self.training)
+        z = self._dropout(self._input_block(x))
         z0 = z
         num_graphs = None if batch is None else int(batch.max()) + 1 if batch.numel() else 0
         for i, conv in enumerate(self.convs):
             z_prev = z
             z = self._after_conv(i, conv(z, adj, batch, num_graphs), z_prev, z0)
-            z = F.dropout(z, p=self.dropout, training=self.training)
+            z = self._dropout(z)
         return z
 
     def forward(self, x: Tensor, edge_index: Tensor | None = None,
@@ -386,7 +434,8 @@ class DIFFormer(nn.Module):
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         n = x.shape[0]
         adj = self._adjacency(n, edge_index, edge_weight)
-        z = torch.cat([self._input_block(block) for block in x.split(chunk_size)])
+        z = torch.cat([self._input_block(block, allow_sparse=False)
+                       for block in x.split(chunk_size)])
         z0 = z
         for i, conv in enumerate(self.convs):
             shape = (n, conv.num_heads, conv.out_channels)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .difformer import gcn_normalized_adjacency
+from .sparse_ops import OperandCache, SparseOperand
 
 
 def sgformer_attention(qs: Tensor, ks: Tensor, vs: Tensor) -> Tensor:
@@ -114,9 +115,12 @@ class GraphConv(nn.Module):
         self.bns = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(num_layers + 1))
         self.dropout, self.use_bn, self.residual = dropout, use_bn, use_residual
         self.use_weight, self.use_init, self.use_act = use_weight, use_init, use_act
+        self._adjacency_cache = OperandCache()  # built once per edge_index (sparse_ops)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        adj = gcn_normalized_adjacency(edge_index, x.shape[0])
+        n = x.shape[0]
+        adj = self._adjacency_cache.get(
+            (edge_index, n), lambda: SparseOperand(gcn_normalized_adjacency(edge_index, n)))
         x = self.fcs[0](x)
         if self.use_bn:
             x = self.bns[0](x)

@@ -82,7 +82,9 @@ class RunLoop:
         """All runs; returns their records and whether any was resumed."""
         records, resumed = [], False
         with GracefulStop() as stop:
-            for run in range(self.trainer.runs):
+            # a parallel worker (train/parallel_runs.py) trains only its own runs
+            run_ids = self.trainer.run_ids or range(self.trainer.runs)
+            for run in run_ids:
                 last = load_last(self.run_dir, run) if self.settings.resume else None
                 if last is not None and last["finished"]:
                     records.append(last["record"])
@@ -101,6 +103,10 @@ class RunLoop:
         # A model without trainable parameters (label propagation) is evaluated once.
         trainable = any(p.requires_grad for p in model.parameters())
         trained = distributed.wrap(model, self.device) if trainable else model
+        if trainable and trainer.compile:
+            # the training forward only (evaluation stays eager); inductor draws its own
+            # dropout masks, so a compiled run is not the eager run's random stream
+            trained = torch.compile(trained)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.settings.lr,
                                      weight_decay=self.settings.weight_decay) \
             if trainable else None

@@ -1,0 +1,175 @@
+"""A cell's runs in parallel processes: ``trainer.parallel_runs=K``.
+
+A paper cell is R independent runs (run i seeds ``seed + i`` and draws its own split), each too
+small to keep several cores busy: on a 2-core machine two one-thread processes do 1.25x the
+work of one two-thread process. With K > 1 the runs still to train are spread over K worker
+processes, worker k taking runs k, k + K, ... (fixed by K, so a resume finds its files again),
+each with cores / K torch threads (or ``threads / K``). A worker is this package's own run on
+``<run_dir>/workers/worker<k>/`` with the same resolved settings and ``trainer.run_ids`` set
+to its runs. When all have finished, their checkpoints (``run<i>.pt`` and the finished
+``run<i>_last.pt``) and metrics lines are moved into the run directory, and the run loop then
+reads those runs as finished: the summary is the one a sequential run with the same threads
+per run gives (tested), and every file of the run directory is where it would be.
+
+SIGTERM/SIGINT to this process is passed on to the workers, which stop at the end of their
+epoch with their last checkpoint saved; running the same command again resumes each of them.
+CPU only: on a GPU one process drives the device (the runs are launch-bound there).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .io import read_jsonl, write_text
+from .lifecycle import GracefulStop, Interrupted
+from .loop import last_path, load_last
+
+WORKERS = "workers"
+
+
+def pending_runs(run_dir: Path, runs: int) -> list[int]:
+    """The runs without a finished last checkpoint in ``run_dir``."""
+    out = []
+    for run in range(runs):
+        last = load_last(run_dir, run)
+        if last is None or not last["finished"]:
+            out.append(run)
+    return out
+
+
+def worker_dir(run_dir: Path, k: int) -> Path:
+    return Path(run_dir) / WORKERS / f"worker{k}"
+
+
+def worker_config(cfg, run_ids: list[int], threads: int):
+    """The settings of a worker: the run's own, resolved, with its runs and threads."""
+    job = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    job.trainer.parallel_runs = 1
+    job.trainer.run_ids = list(run_ids)
+    job.trainer.progress = False
+    job.threads = threads
+    job.resume = True
+    return job
+
+
+def train_in_workers(cfg, run_dir: Path, runs: int, parallel_runs: int, logger,
+                     threads: int | None = None) -> list[int]:
+    """Train the pending runs in ``parallel_runs`` worker processes, then move their files
+    into ``run_dir``; returns the runs trained this way (none when at most one is pending)."""
+    run_dir = Path(run_dir)
+    pending = pending_runs(run_dir, runs)
+    groups = [[r for r in pending if r % parallel_runs == k] for k in range(parallel_runs)]
+    groups = {k: g for k, g in enumerate(groups) if g}
+    if len(groups) <= 1:
+        return []
+    cores = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                        else os.cpu_count() or 1)
+    per_worker = max(1, cores // len(groups))
+    procs = {}
+    with GracefulStop() as stop:  # from the first worker on: a signal is passed on to all
+        for k, run_ids in groups.items():
+            wdir = worker_dir(run_dir, k)
+            wdir.mkdir(parents=True, exist_ok=True)
+            write_text(wdir / "job.yaml",
+                       OmegaConf.to_yaml(worker_config(cfg, run_ids, per_worker)))
+            print(f"worker {k}: runs {', '.join(map(str, run_ids))} with {per_worker} "
+                  f"thread(s) in {wdir}", flush=True)
+            procs[k] = subprocess.Popen(
+                [sys.executable, "-m", "difformer.train.parallel_runs", str(wdir)],
+                env={**os.environ, "OMP_NUM_THREADS": str(per_worker)})
+        codes = wait_all(procs, stop)
+    # a worker's files say whether its runs finished (it may have been stopped after its last)
+    unfinished = {k: c for k, c in codes.items()
+                  if set(pending_runs(worker_dir(run_dir, k), runs)) & set(groups[k])}
+    if unfinished:
+        signals = [stopped_by(code) for code in unfinished.values()]
+        if all(signals):
+            raise Interrupted(signals[0],
+                              f"in worker(s) {', '.join(map(str, sorted(unfinished)))}")
+        k, code = next((k, c) for k, c in sorted(unfinished.items()) if not stopped_by(c))
+        raise RuntimeError(f"worker {k} (runs {', '.join(map(str, groups[k]))}) exited with "
+                           f"code {code}; its files are in {worker_dir(run_dir, k)} (the other "
+                           "workers' finished runs are kept; run again to continue)")
+    collect({worker_dir(run_dir, k): run_ids for k, run_ids in groups.items()}, run_dir, logger)
+    try:
+        (run_dir / WORKERS).rmdir()
+    except OSError:  # not empty: a user's file, or a worker of another parallel_runs
+        pass
+    return pending
+
+
+def stopped_by(code: int) -> int | None:
+    """The stop signal a worker ended with: 143/130 when it stopped at an epoch's end with its
+    checkpoint saved, -15/-2 when the signal came before it had installed its handler (still
+    starting: nothing of it to lose); None for any other exit."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if code in (128 + sig, -sig):
+            return int(sig)
+    return None
+
+
+def wait_all(procs: dict, stop: GracefulStop) -> dict:
+    """Wait for every worker; a SIGTERM/SIGINT (``stop``) is passed on to all of them."""
+    forwarded = False
+    while True:
+        codes = {k: p.poll() for k, p in procs.items()}
+        if all(c is not None for c in codes.values()):
+            return codes
+        if stop.requested and not forwarded:
+            for p in procs.values():
+                if p.poll() is None:
+                    p.send_signal(stop.signum)
+            forwarded = True
+        try:
+            next(p for p in procs.values() if p.poll() is None).wait(timeout=0.1)
+        except (subprocess.TimeoutExpired, StopIteration):
+            pass
+
+
+def collect(workers: dict, run_dir: Path, logger) -> None:
+    """Move the workers' finished runs ({worker dir: its runs}) into ``run_dir``: the metrics
+    lines first, in run order, then each run's best and last checkpoint (the last one marks
+    the run finished, so it goes last)."""
+    trained = {run for run_ids in workers.values() for run in run_ids}
+    lines = [r for wdir, run_ids in workers.items()
+             for r in read_jsonl(wdir / "metrics.jsonl") if r.get("run") in run_ids]
+    logger.jsonl.keep(lambda r: r.get("run", 0) not in trained)
+    for record in sorted(lines, key=lambda r: (r["run"], r.get("epoch", 0))):
+        logger.log(record)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for wdir, run_ids in workers.items():
+        for run in run_ids:
+            best = wdir / "checkpoints" / f"run{run}.pt"
+            if best.exists():
+                os.replace(best, run_dir / "checkpoints" / best.name)
+            os.replace(last_path(wdir, run), last_path(run_dir, run))
+        shutil.rmtree(wdir, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    """A worker: ``python -m difformer.train.parallel_runs <worker dir>``."""
+    from ..cli import record_failure, run
+
+    wdir = Path(argv[0])
+    cfg = OmegaConf.load(wdir / "job.yaml")
+    try:
+        run(cfg, wdir)
+    except Interrupted as err:
+        record_failure(wdir, cfg, err)
+        print(f"worker {wdir.name} stopped by {err}: its last checkpoint is saved",
+              file=sys.stderr, flush=True)
+        return err.exit_code
+    except BaseException as err:
+        record_failure(wdir, cfg, err)
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

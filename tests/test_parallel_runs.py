@@ -1,0 +1,40 @@
+"""trainer.parallel_runs: a cell's runs in worker processes give the sequential summary, the
+same files, and survive a SIGTERM (resume)."""
+import json
+import signal
+
+from test_run_loop import comparable, finish, read, start, wait_for_epoch
+
+ARGS = ["trainer.runs=3", "trainer.epochs=150", "model.hidden_channels=16", "model.dropout=0.2",
+        "trainer.progress=false"]
+
+
+def metrics(run_dir):
+    return [{k: v for k, v in json.loads(x).items() if k not in ("seconds", "peak_memory_mb")}
+            for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_parallel_runs_equal_the_sequential_runs_and_resume_after_sigterm(tmp_path):
+    reference = tmp_path / "sequential"
+    finish(*ARGS, "threads=1", f"hydra.run.dir={reference}")  # 1 thread per run, as below
+    parallel = tmp_path / "parallel"
+    proc = start(*ARGS, "trainer.parallel_runs=2", "threads=2", f"hydra.run.dir={parallel}")
+    wait_for_epoch(parallel / "workers/worker0", run=0, epoch=3, proc=proc)
+    proc.send_signal(signal.SIGTERM)  # to the parent only: it passes it on
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (out, err)
+    assert "stopped by SIGTERM in worker(s) 0, 1" in err
+    assert read(parallel / "status.json")["status"] == "interrupted"
+    assert (parallel / "workers/worker0/checkpoints/run0_last.pt").exists()
+    proc = finish(*ARGS, "trainer.parallel_runs=2", "threads=2", f"hydra.run.dir={parallel}")
+    assert "run 0: resuming after epoch" in proc.stdout
+    assert "worker 0: runs 0, 2 with 1 thread(s)" in proc.stdout
+    assert comparable(read(parallel / "summary.json")) | {"torch_threads": 1} == \
+        comparable(read(reference / "summary.json"))
+    assert metrics(parallel) == metrics(reference)
+    assert sorted(p.name for p in (parallel / "checkpoints").iterdir()) == \
+        sorted(p.name for p in (reference / "checkpoints").iterdir())
+    assert not (parallel / "workers").exists()
+    # finished: a third invocation does nothing
+    again = finish(*ARGS, "trainer.parallel_runs=2", "threads=2", f"hydra.run.dir={parallel}")
+    assert "already finished with the same settings" in again.stdout
