@@ -276,6 +276,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="few epochs (a smoke run)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--cell", action="store_true", help="also time the whole Cora cell")
+    parser.add_argument("--parts", default="cora,scaling,sgformer",
+                        help="comma-separated: cora, scaling, sgformer, cell")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--out", default=str(REPO / "bench" / "speed_results.json"))
     parser.add_argument("--child-scaling", type=int, help=argparse.SUPPRESS)
@@ -292,7 +294,12 @@ def main() -> int:
         {"cora_s": (20, 5), "cora_a": (4, 3)}
     results = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or
                platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__}
-    for cell in CELLS:
+    parts = set(args.parts.split(",")) | ({"cell"} if args.cell else set())
+    unknown = parts - {"cora", "scaling", "sgformer", "cell"}
+    if unknown:
+        raise SystemExit(f"error: --parts {', '.join(sorted(unknown))}: allowed cora, scaling, "
+                         "sgformer, cell")
+    for cell in CELLS if "cora" in parts else ():
         r = results[cell] = bench_cora(cell, *sizes[cell], not args.no_compile)
         line = (f"{cell}: Cora epoch ({r['threads']} thread(s)) official computation "
                 f"{1e3 * r['official_seconds']:.1f} ms, ours {1e3 * r['ours_seconds']:.1f} ms "
@@ -310,7 +317,7 @@ def main() -> int:
                      f"{r['chunked_ratio_to_attention_floor']:.2f}x")
         print(line, flush=True)
     scale = [2_000, 20_000] if args.quick else [10_000, 100_000, 1_000_000]
-    results["scaling"] = rows = bench_scaling(scale)
+    rows = results["scaling"] = bench_scaling(scale) if "scaling" in parts else []
     for r in rows:
         grow = (f"; {r['time_over_previous']:.1f}x the time of {r['nodes_over_previous']:.0f}x "
                 "fewer nodes" if "time_over_previous" in r else "")
@@ -320,11 +327,12 @@ def main() -> int:
               f"({r['train_floor_seconds']:.2f} s), peak RSS {r['peak_rss_mib']:,.0f} MiB; first "
               f"step (builds the adjacency, {r['build_seconds']:.2f} s) "
               f"{r['first_step_seconds']:.2f} s{grow}", flush=True)
-    results["sgformer"] = rows = bench_sgformer([2_000] if args.quick else [10_000, 100_000])
+    rows = results["sgformer"] = bench_sgformer([2_000] if args.quick else [10_000, 100_000]) \
+        if "sgformer" in parts else []
     for r in rows:
         print(f"SGFormer fwd+bwd at {r['nodes']:,} nodes: ours {r['ours_seconds']:.3f} s, PyG's "
               f"SGFormer {r['pyg_seconds']:.3f} s -> {r['speedup']:.2f}x", flush=True)
-    if args.cell:
+    if "cell" in parts:
         c = results["cell"] = bench_cell(parallel_runs=os.cpu_count() or 1)
         print(f"Cora DIFFormer-s cell (5 runs x 500 epochs, {c['cores']} cores): official "
               f"computation {c['official_seconds']:.0f} s, ours with parallel_runs="

@@ -38,3 +38,23 @@ def test_parallel_runs_equal_the_sequential_runs_and_resume_after_sigterm(tmp_pa
     # finished: a third invocation does nothing
     again = finish(*ARGS, "trainer.parallel_runs=2", "threads=2", f"hydra.run.dir={parallel}")
     assert "already finished with the same settings" in again.stdout
+
+
+def test_a_failing_worker_is_named_and_nothing_is_collected(compose, tmp_path):
+    from difformer.train.loggers import NullLogger
+    from difformer.train.parallel_runs import stopped_by, train_in_workers
+
+    cfg = compose("trainer.runs=3", "trainer.epochs=2", "model.hidden_channels=0")
+    try:
+        train_in_workers(cfg, tmp_path, 3, 2, NullLogger(), threads=2)
+    except RuntimeError as err:
+        message = str(err)
+    else:
+        raise AssertionError("the workers' failure was not reported")
+    assert message == (f"worker 0 (runs 0, 2) exited with code 1; its files are in "
+                       f"{tmp_path / 'workers/worker0'} (the other workers' finished runs are "
+                       "kept; run again to continue)")
+    assert "hidden_channels must be >= 1" in \
+        read(tmp_path / "workers/worker0/status.json")["error"]
+    assert not (tmp_path / "checkpoints").exists()
+    assert [stopped_by(c) for c in (143, 130, -15, -2, 1, 0)] == [15, 2, 15, 2, None, None]

@@ -272,7 +272,11 @@ def test_optuna_study_resumes_to_the_requested_count_and_survives_failures(tmp_p
     states = sorted(t.state.name for t in trials)
     assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]  # hidden_channels=0 fails
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3"]
-    assert first.returncode == second.returncode == 1  # failed jobs are listed, exit 1
+    # an invocation that ran a failing trial lists it and exits 1 (the grid sampler draws the
+    # grid points in a random order, so which invocation that is varies)
+    for proc, numbers in ((first, (0, 1)), (second, (2, 3))):
+        failed = any(t.state.name == "FAIL" for t in trials if t.number in numbers)
+        assert proc.returncode == int(failed), (proc.stdout, proc.stderr)
     third = train_py(*args, "hydra.sweeper.n_trials=4", check=False)
     assert "running up to 0 more" in third.stdout and len(study.get_trials()) == 4
 
