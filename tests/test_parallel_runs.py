@@ -58,3 +58,20 @@ def test_a_failing_worker_is_named_and_nothing_is_collected(compose, tmp_path):
         read(tmp_path / "workers/worker0/status.json")["error"]
     assert not (tmp_path / "checkpoints").exists()
     assert [stopped_by(c) for c in (143, 130, -15, -2, 1, 0)] == [15, 2, 15, 2, None, None]
+
+
+def test_a_sequential_attempt_continues_in_parallel_workers(tmp_path):
+    reference = tmp_path / "sequential"
+    finish(*ARGS, "threads=1", f"hydra.run.dir={reference}")
+    switched = tmp_path / "switched"
+    proc = start(*ARGS, "threads=1", f"hydra.run.dir={switched}")
+    wait_for_epoch(switched, run=1, epoch=3, proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    again = finish(*ARGS, "trainer.parallel_runs=2", "threads=2", f"hydra.run.dir={switched}")
+    assert "run 1: resuming after epoch" in again.stdout  # in worker 1, from the handed-over file
+    assert "run 00 |" not in again.stdout  # finished before the switch
+    assert comparable(read(switched / "summary.json")) | {"torch_threads": 1} == \
+        comparable(read(reference / "summary.json"))
+    assert metrics(switched) == metrics(reference)

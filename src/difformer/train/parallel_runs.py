@@ -17,6 +17,7 @@ CPU only: on a GPU one process drives the device (the runs are launch-bound ther
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -76,8 +77,9 @@ def train_in_workers(cfg, run_dir: Path, runs: int, parallel_runs: int, logger,
         for k, run_ids in groups.items():
             wdir = worker_dir(run_dir, k)
             wdir.mkdir(parents=True, exist_ok=True)
-            write_text(wdir / "job.yaml",
-                       OmegaConf.to_yaml(worker_config(cfg, run_ids, per_worker)))
+            job = worker_config(cfg, run_ids, per_worker)
+            write_text(wdir / "job.yaml", OmegaConf.to_yaml(job))
+            hand_over(run_dir, wdir, run_ids, job)
             print(f"worker {k}: runs {', '.join(map(str, run_ids))} with {per_worker} "
                   f"thread(s) in {wdir}", flush=True)
             procs[k] = subprocess.Popen(
@@ -112,6 +114,23 @@ def stopped_by(code: int) -> int | None:
         if code in (128 + sig, -sig):
             return int(sig)
     return None
+
+
+def hand_over(run_dir: Path, wdir: Path, run_ids: list[int], job) -> None:
+    """A run a sequential attempt left unfinished in ``run_dir`` continues in its worker: its
+    last checkpoint and its metrics lines move there (with the worker's config, so that the
+    worker reads the checkpoint as its own)."""
+    stopped = [r for r in run_ids if last_path(run_dir, r).exists()]
+    if not stopped:
+        return
+    write_text(wdir / "config.yaml", OmegaConf.to_yaml(job, resolve=True))
+    lines = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("run") in stopped]
+    with open(wdir / "metrics.jsonl", "a") as f:
+        for record in lines:
+            f.write(json.dumps(record) + "\n")
+    (wdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for run in stopped:
+        os.replace(last_path(run_dir, run), last_path(wdir, run))
 
 
 def wait_all(procs: dict, stop: GracefulStop) -> dict:
