@@ -75,3 +75,13 @@ def test_a_sequential_attempt_continues_in_parallel_workers(tmp_path):
     assert comparable(read(switched / "summary.json")) | {"torch_threads": 1} == \
         comparable(read(reference / "summary.json"))
     assert metrics(switched) == metrics(reference)
+
+
+def test_parallel_runs_without_checkpoints_still_collect_the_runs(tmp_path):
+    # the workers' last checkpoints carry the runs back, so they are written regardless
+    run_dir = tmp_path / "r"
+    finish("trainer.runs=2", "trainer.epochs=3", "model.hidden_channels=8",
+           "trainer.parallel_runs=2", "trainer.save_checkpoints=false", "threads=2",
+           "trainer.progress=false", f"hydra.run.dir={run_dir}")
+    summary = read(run_dir / "summary.json")
+    assert summary["n_runs"] == 2 and [r["run"] for r in summary["runs"]] == [0, 1]

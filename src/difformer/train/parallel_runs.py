@@ -54,6 +54,7 @@ def worker_config(cfg, run_ids: list[int], threads: int):
     job.trainer.parallel_runs = 1
     job.trainer.run_ids = list(run_ids)
     job.trainer.progress = False
+    job.trainer.save_checkpoints = True  # the finished last checkpoints carry the runs back
     job.threads = threads
     job.resume = True
     return job
