@@ -79,8 +79,9 @@ def inspect(cell: Cell) -> Cell:
         cell.status, cell.summary = "done", state.summary
         new = results_record.make_record(cell.name, cell.config_hash, state.summary,
                                          cell.overrides)
-        if cell.record is not None and (record is None or record["summary"] != new["summary"]):
-            results_record.write_record(cell.record, new)
+        if record is None or record["summary"] != new["summary"]:
+            if cell.record is not None:
+                results_record.write_record(cell.record, new)
             record = new
         cell.measured = f"{record['measured_on']}, {record['machine']}"
     elif record is not None:
