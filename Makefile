@@ -9,8 +9,9 @@ export DIFFORMER_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),data)
 
 TABLE ?= 1
 JOBS  ?= 1
+DATASET ?= cora
 
-.PHONY: install run test test-slow reproduce reproduce-cora bench clean
+.PHONY: install run test test-slow reproduce reproduce-cora search-baselines bench clean
 
 install: $(STAMP)
 
@@ -43,6 +44,11 @@ reproduce: $(STAMP)
 reproduce-cora: $(STAMP)
 	$(BIN)/python train.py dataset=cora model=difformer_s hydra.run.dir=outputs/reproduce-cora/difformer_s
 	$(BIN)/python train.py dataset=cora model=difformer_a hydra.run.dir=outputs/reproduce-cora/difformer_a
+
+# The baseline search (the same 8-point budget for every baseline, chosen on valid; resumable):
+# writes reproduction/search/$(DATASET)/<model>.json and configs/recipe/$(DATASET)_<model>.yaml
+search-baselines: $(STAMP)
+	$(BIN)/python scripts/search_baselines.py --dataset $(DATASET)
 
 clean:
 	rm -rf outputs data/cache .pytest_cache

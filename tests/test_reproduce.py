@@ -151,8 +151,8 @@ def test_a_failing_job_does_not_lose_the_others(tmp_path):
 def test_every_experiment_config_composes_and_runs_one_epoch(experiment, compose, tmp_path):
     cfg = compose(f"experiment={experiment}", "trainer.epochs=1", "trainer.runs=1",
                   "trainer.progress=false")
-    if experiment == "hyper_search":
-        return  # a sweep definition; composed here, run by the Optuna test below
+    if experiment == "hyper_search" or experiment.startswith("baseline_search/"):
+        return  # a sweep definition; composed here, run by the Optuna and search tests
     paper = cfg.paper
     assert paper.metric in ("accuracy", "rocauc_ogb", "mse_paper", "rocauc_molhiv",
                             "mae") and paper.confidence in (
@@ -285,7 +285,7 @@ RECORDS = sorted((CONFIG_DIR.parent / "reproduction/results").glob("*/*.json"))
 
 
 @pytest.mark.parametrize("path", RECORDS, ids=[f"{p.parent.name}/{p.stem}" for p in RECORDS])
-def test_committed_records_are_for_the_cells_current_settings(path):
+def test_committed_records_are_for_the_cells_current_settings_and_explained(path):
     """A change to a measured cell's settings must be deliberate: re-measure it or drop its
     record (the report would otherwise show an old number beside new settings)."""
     record = json.loads(path.read_text())
@@ -293,3 +293,35 @@ def test_committed_records_are_for_the_cells_current_settings(path):
     cfg = reproduce.compose_cell(f"{group}/{path.stem}", record["overrides"])
     assert record["config_hash"] == reproduce.config_hash(cfg)
     assert record["cell"] == path.stem and record["summary"]["n_runs"] >= 1
+    # every `outside` verdict says why: the cause found, or "unknown" and what was ruled out
+    paper = OmegaConf.to_container(cfg.paper, resolve=True)
+    cell = reproduce.Cell(f"{group}/{path.stem}", path.parent, record["config_hash"], paper,
+                          status="done", summary=record["summary"])
+    if reproduce.row(cell)["verdict"] == "outside":
+        assert len(paper.get("outside_note") or "") > 20, f"{path.stem}: no paper.outside_note"
+
+
+def test_a_sigterm_to_the_table_script_stops_its_training_with_a_checkpoint(tmp_path):
+    """A scheduler stops a job by signalling the process it started: the script passes the
+    SIGTERM on, the training child saves its last checkpoint, and the next call resumes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cell = tmp_path / "runs/smoke/digits_difformer_a"
+    args = [sys.executable, str(CONFIG_DIR.parent / "scripts/reproduce.py"), "--table", "smoke",
+            "--out", str(tmp_path), "--set", "trainer.epochs=100000"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not ((cell / "metrics.jsonl").exists() and (cell / "metrics.jsonl").stat().st_size):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 143, out
+    assert "stopped by SIGTERM: the running cell saved its last checkpoint" in out
+    status = json.loads((cell / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["signal"] == 15
+    assert (cell / "checkpoints/run0_last.pt").exists()
+    assert not (tmp_path / "runs/smoke/digits_difformer_s/metrics.jsonl").exists()  # not begun

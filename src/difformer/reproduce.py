@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from . import results_record
+from . import processes, results_record
 from .config import CONFIG_DIR, config_hash, register_resolvers
 from .reproduce_report import row, update_readme, verdict, write_report  # noqa: F401 (API)
 from .rundir import inspect as inspect_run_dir
@@ -128,7 +127,7 @@ def launch(cells: list[Cell], out_dir: Path, jobs: int, extra: list[str],
     if jobs > 1:
         cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
     print("running:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    return processes.call(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
 
 
 # the report: difformer.reproduce_report
@@ -167,8 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     skipped = [c for c in cells if c not in todo]
     print(f"{len(cells)} cells: {len(todo)} to run, {len(skipped)} skipped "
           f"({', '.join(f'{c.name}: {c.status}' for c in skipped) or 'none'})", flush=True)
+    code = 0
     if todo and not args.report_only:
-        if launch(todo, out_dir, args.jobs, args.set, args.threads) != 0:
+        code = launch(todo, out_dir, args.jobs, args.set, args.threads)
+        if processes.stopped_by_sigterm(code):
+            print("stopped by SIGTERM: the running cell saved its last checkpoint; run the same "
+                  "command again to continue", file=sys.stderr)
+        elif code != 0:
             print("warning: the multirun exited with an error; see the cells' status",
                   file=sys.stderr)
         cells = [inspect(Cell(c.experiment, c.directory, c.config_hash, c.paper, c.record,
@@ -179,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         update_readme(REPO / "README.md", report)
     print(report.read_text())
     print(f"report: {report}")
-    return 0
+    return code if processes.stopped_by_sigterm(code) else 0
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ def row(cell: Cell) -> dict:
             out["note"] = "; ".join(filter(None, [out["note"], "measured on a GPU (see README)"]))
         if population:
             out["note"] = f"{out['note']}; std with ddof 0 (population), as the official script"
+        if out["verdict"] == "outside":  # the cause found, or "unknown" and what was ruled out
+            why = p.get("outside_note") or "cause: not investigated (no paper.outside_note)"
+            out["note"] = "; ".join(filter(None, [why, out["note"]]))
     elif cell.status == "unavailable":
         out["verdict"] = "not run: data unavailable"
         out["note"] = "; ".join(cell.notes) or cell.error

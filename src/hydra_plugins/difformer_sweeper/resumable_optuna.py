@@ -11,6 +11,7 @@ instead of a traceback.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 try:  # the sweep extra; without it this plugin defines nothing
     from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
@@ -34,10 +35,19 @@ def finished_and_all(storage, study_name: str) -> tuple[int, int]:
     return sum(t.state in states for t in trials), len(trials)
 
 
+def make_sqlite_folder(storage) -> None:
+    """sqlite does not create the folder of its file, and Hydra creates the sweep directory only
+    when it launches the first job -- after the study is opened."""
+    url = str(storage or "")
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
 if OptunaSweeper is not None:
     class ResumableOptunaSweeper(OptunaSweeper):
         def sweep(self, arguments):
             impl = self.sweeper
+            make_sqlite_folder(impl.storage)
             finished, existing = finished_and_all(impl.storage, impl.study_name)
             if finished:
                 print(f"optuna: study {impl.study_name!r} has {finished} finished trial(s); "
