@@ -133,3 +133,17 @@ def test_committed_searches_are_complete_and_their_choices_are_the_recipes(path,
     cfg = compose(f"dataset={dataset}", f"model={model}")
     for key, value in result["best"]["params"].items():
         assert OmegaConf.select(cfg, key) == value, key
+
+
+def test_a_stopped_search_does_not_go_on_to_the_next_baseline(monkeypatch, capsys):
+    started = []
+
+    def stopped(dataset, model, out, threads=None):
+        started.append(model)
+        return 143  # the multirun child stopped by a SIGTERM, checkpoint saved
+
+    monkeypatch.setattr(search, "run_study", stopped)
+    assert search.main(["--dataset", "cora", "--model", "mlp", "--model", "gcn"]) == 143
+    assert started == ["mlp"]
+    assert "mlp: stopped by SIGTERM; run the same command again to continue" in \
+        capsys.readouterr().err

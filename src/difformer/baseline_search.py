@@ -180,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     incomplete = []
     for model in chosen:
         if not args.collect_only:
-            run_study(args.dataset, model, out, args.threads)
+            code = run_study(args.dataset, model, out, args.threads)
+            if processes.stopped_by_sigterm(code):  # the job is being stopped: not the next one
+                print(f"{model}: stopped by SIGTERM; run the same command again to continue",
+                      file=sys.stderr, flush=True)
+                return code
         try:
             axes, budget, _ = grid(model)
             result = collect(study_dir(out, args.dataset, model) / "optuna.db", budget, axes)
