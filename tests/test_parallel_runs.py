@@ -42,7 +42,8 @@ def test_parallel_runs_equal_the_sequential_runs_and_resume_after_sigterm(tmp_pa
 
 def test_a_failing_worker_is_named_and_nothing_is_collected(compose, tmp_path):
     from difformer.train.loggers import NullLogger
-    from difformer.train.parallel_runs import stopped_by, train_in_workers
+    from difformer.processes import stopped_by
+    from difformer.train.parallel_runs import train_in_workers
 
     cfg = compose("trainer.runs=3", "trainer.epochs=2", "model.hidden_channels=0")
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in chosen:
         if not args.collect_only:
             code = run_study(args.dataset, model, out, args.threads)
-            if processes.stopped_by_sigterm(code):  # the job is being stopped: not the next one
+            if processes.stopped_by(code) == signal.SIGTERM:  # being stopped: not the next
                 print(f"{model}: stopped by SIGTERM; run the same command again to continue",
                       file=sys.stderr, flush=True)
                 return code

@@ -27,7 +27,12 @@ def call(cmd: list[str], **popen_kwargs) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def stopped_by_sigterm(code: int) -> bool:
-    """The exit code of a child that a SIGTERM stopped: 143 when it stopped by itself (at an
-    epoch's end, checkpoint saved), -15 when it had not installed its handler yet."""
-    return code in (128 + signal.SIGTERM, -signal.SIGTERM)
+
+def stopped_by(code: int) -> int | None:
+    """The stop signal a child ended with: 143/130 when it stopped by itself at an epoch's end
+    with its checkpoint saved, -15/-2 when the signal came before it had installed its handler
+    (still starting: nothing of it to lose); None for any other exit."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if code in (128 + sig, -sig):
+            return int(sig)
+    return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     if todo and not args.report_only:
         code = launch(todo, out_dir, args.jobs, args.set, args.threads)
-        if processes.stopped_by_sigterm(code):
+        if processes.stopped_by(code) == signal.SIGTERM:
             print("stopped by SIGTERM: the running cell saved its last checkpoint; run the same "
                   "command again to continue", file=sys.stderr)
         elif code != 0:
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         update_readme(REPO / "README.md", report)
     print(report.read_text())
     print(f"report: {report}")
-    return code if processes.stopped_by_sigterm(code) else 0
+    return code if processes.stopped_by(code) == signal.SIGTERM else 0
 
 
 if __name__ == "__main__":

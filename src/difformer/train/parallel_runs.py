@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..processes import stopped_by
 from .io import read_jsonl, write_text
 from .lifecycle import GracefulStop, Interrupted
 from .loop import last_path, load_last
@@ -105,16 +105,6 @@ def train_in_workers(cfg, run_dir: Path, runs: int, parallel_runs: int, logger,
     except OSError:  # not empty: a user's file, or a worker of another parallel_runs
         pass
     return pending
-
-
-def stopped_by(code: int) -> int | None:
-    """The stop signal a worker ended with: 143/130 when it stopped at an epoch's end with its
-    checkpoint saved, -15/-2 when the signal came before it had installed its handler (still
-    starting: nothing of it to lose); None for any other exit."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        if code in (128 + sig, -sig):
-            return int(sig)
-    return None
 
 
 def hand_over(run_dir: Path, wdir: Path, run_ids: list[int], job) -> None:
