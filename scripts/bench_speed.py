@@ -5,18 +5,20 @@ same cores and threads:
   cora_s    one Cora epoch of the DIFFormer-s paper cell (8 layers, hidden 64, dropout 0.2,
             Adam lr 1e-3, wd 1e-2): a training step and the evaluation forward. Ours against
             the official computation (dense input features, the adjacency rebuilt in every
-            forward and transposed by autograd in every layer's backward -- our model with
-            sparse_input=False, cache_adjacency=False, which equals the official class within
-            1e-5), and ours under torch.compile
+            forward and transposed by autograd in every layer's backward, Q and K projected
+            for every node -- our model with sparse_input=False, cache_adjacency=False,
+            gram_attention=False, which equals the official class within 1e-5), ours with
+            the projected attention, and ours under torch.compile
   cora_a    the same for the DIFFormer-a cell (sigmoid kernel, wd 0.1, dropout 0), and the
             attention's share against its matmul floor (4 N^2 h FLOP per layer forward)
   scaling   DIFFormer-s forward + backward at 10 k / 100 k / 1 M nodes (synthetic, Pokec's
-            degree; 3 layers, hidden 128) against the training matmul floor, and the growth,
+            degree; 3 layers, hidden 128) against the training matmul floor of the official
+            computation (30 N h^2 FLOP per layer) and of the Gram form (16), and the growth,
             each in a child process with glibc's allocator and with DIFFORMER_ALLOCATOR=mimalloc
   sgformer  our SGFormer against PyG's SGFormer, forward + backward at 10 k / 100 k nodes
   cell      the whole Cora DIFFormer-s cell (5 runs x 500 epochs) through train.py, wall
             time: the official computation in one process against ours with
-            trainer.parallel_runs = cores, and with model.dropout_mask=fast too (--cell;
+            trainer.parallel_runs=auto, and with model.dropout_mask=fast too (--cell;
             minutes; needs the cores idle)
 
 Needs DIFFORMER_DATA with Planetoid/Cora (../shared/data).
@@ -27,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -36,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-OFFICIAL = {"sparse_input": False, "cache_adjacency": False}
+OFFICIAL = {"sparse_input": False, "cache_adjacency": False, "gram_attention": False}
 CELLS = {"cora_s": dict(kernel="simple", dropout=0.2, weight_decay=0.01),
          "cora_a": dict(kernel="sigmoid", dropout=0.0, weight_decay=0.1)}
 
@@ -111,6 +114,8 @@ def bench_cora(cell: str, epochs: int, repeats: int, compile: bool) -> dict:
     fns = {"official": Epoch(ds, **CELLS[cell], **OFFICIAL), "ours": Epoch(ds, **CELLS[cell])}
     if CELLS[cell]["dropout"] > 0:
         fns["ours_fast_dropout"] = Epoch(ds, **CELLS[cell], dropout_mask="fast")
+    if CELLS[cell]["kernel"] == "simple":  # Q and K projected for every node, as officially
+        fns["ours_projected"] = Epoch(ds, **CELLS[cell], gram_attention=False)
     if CELLS[cell]["kernel"] == "sigmoid":  # O(N * chunk) memory, blocks recomputed in backward
         fns["ours_chunked"] = Epoch(ds, **CELLS[cell], attention_chunk=1024)
     if compile:
@@ -119,7 +124,7 @@ def bench_cora(cell: str, epochs: int, repeats: int, compile: bool) -> dict:
     out = {"nodes": ds.num_nodes, "features": ds.num_features, "threads":
            torch.get_num_threads(), **{f"{k}_seconds": v for k, v in seconds.items()},
            "speedup": seconds["official"] / seconds["ours"]}
-    for variant in ("compiled", "fast_dropout", "chunked"):
+    for variant in ("compiled", "fast_dropout", "chunked", "projected"):
         if f"ours_{variant}" in seconds:
             out[f"speedup_{variant}"] = seconds["official"] / seconds[f"ours_{variant}"]
     if cell == "cora_a":
@@ -193,12 +198,16 @@ def _scaling_child(n: int, degree: int = 19) -> dict:
         step()
         steady.append(time.perf_counter() - t0)
     floor = 3 * 10 * n * hidden ** 2 * layers / rate
+    # the Gram form's own products: forward [x,1]^T[x,1], x @ [M | m] and V = x Wv^T (for the
+    # GCN branch), backward one, two and two of them: 16 N h^2 FLOP per layer (model.gram_attention)
+    own_floor = 16 * n * hidden ** 2 * layers / rate
     peak = int(next(li for li in Path("/proc/self/status").read_text().splitlines()
                     if li.startswith("VmHWM:")).split()[1]) / 1024
     return {"allocator": loaded_allocator(), "nodes": n, "edges": int(edge_index.shape[1]),
             "build_seconds": build, "first_step_seconds": first,
             "steady_step_seconds": min(steady), "train_floor_seconds": floor,
-            "ratio_to_floor": min(steady) / floor, "peak_rss_mib": peak}
+            "ratio_to_floor": min(steady) / floor, "own_floor_seconds": own_floor,
+            "ratio_to_own_floor": min(steady) / own_floor, "peak_rss_mib": peak}
 
 
 def matmul_rate(hidden: int, rows: int = 65_536, repeats: int = 20) -> float:
@@ -244,9 +253,10 @@ def bench_sgformer(sizes: list[int], degree: int = 19) -> list[dict]:
     return out
 
 
-def bench_cell(parallel_runs: int) -> dict:
+def bench_cell(parallel_runs: int | str = "auto", rounds: int = 2) -> dict:
     """The Cora DIFFormer-s cell through train.py: the official computation in one process
-    with every core's thread, against ours with ``parallel_runs`` processes."""
+    with every core's thread, against ours with ``parallel_runs`` processes; ``rounds``
+    alternated rounds (this machine's speed drifts by ~10 % over minutes), medians kept."""
     def run(*overrides) -> tuple[float, dict]:
         out = REPO / "outputs" / "bench-cell" / f"{time.time_ns()}"
         t0 = time.perf_counter()
@@ -258,17 +268,25 @@ def bench_cell(parallel_runs: int) -> dict:
         return seconds, json.loads((out / "summary.json").read_text())
 
     cores = os.cpu_count() or 1
-    official, s_official = run("model.sparse_input=false", "model.cache_adjacency=false",
-                               f"threads={cores}")
-    ours, s_ours = run(f"trainer.parallel_runs={parallel_runs}", f"threads={cores}")
-    fast, s_fast = run(f"trainer.parallel_runs={parallel_runs}", f"threads={cores}",
-                       "model.dropout_mask=fast")
-    return {"cores": cores, "parallel_runs": parallel_runs, "official_seconds": official,
-            "ours_seconds": ours, "speedup": official / ours, "fast_dropout_seconds": fast,
-            "speedup_fast_dropout": official / fast,
-            "official_test": [r["test"] for r in s_official["runs"]],
-            "ours_test": [r["test"] for r in s_ours["runs"]],
-            "fast_dropout_test": [r["test"] for r in s_fast["runs"]]}
+    variants = {"official": ("model.sparse_input=false", "model.cache_adjacency=false",
+                             "model.gram_attention=false", f"threads={cores}"),
+                "ours": (f"trainer.parallel_runs={parallel_runs}", f"threads={cores}"),
+                "fast_dropout": (f"trainer.parallel_runs={parallel_runs}", f"threads={cores}",
+                                 "model.dropout_mask=fast")}
+    seconds, tests = {k: [] for k in variants}, {}
+    for _ in range(rounds):
+        for name, overrides in variants.items():
+            wall, summary = run(*overrides)
+            seconds[name].append(wall)
+            tests[name] = [r["test"] for r in summary["runs"]]
+    median = {k: statistics.median(v) for k, v in seconds.items()}
+    return {"cores": cores, "parallel_runs": parallel_runs, "rounds": rounds,
+            "official_seconds": median["official"], "ours_seconds": median["ours"],
+            "speedup": median["official"] / median["ours"],
+            "fast_dropout_seconds": median["fast_dropout"],
+            "speedup_fast_dropout": median["official"] / median["fast_dropout"],
+            "all_seconds": seconds, "official_test": tests["official"],
+            "ours_test": tests["ours"], "fast_dropout_test": tests["fast_dropout"]}
 
 
 def main() -> int:
@@ -304,6 +322,9 @@ def main() -> int:
         line = (f"{cell}: Cora epoch ({r['threads']} thread(s)) official computation "
                 f"{1e3 * r['official_seconds']:.1f} ms, ours {1e3 * r['ours_seconds']:.1f} ms "
                 f"-> {r['speedup']:.2f}x")
+        if "speedup_projected" in r:
+            line += (f"; with model.gram_attention=false {1e3 * r['ours_projected_seconds']:.1f} "
+                     f"ms -> {r['speedup_projected']:.2f}x")
         if "speedup_fast_dropout" in r:
             line += (f"; with model.dropout_mask=fast {1e3 * r['ours_fast_dropout_seconds']:.1f} "
                      f"ms -> {r['speedup_fast_dropout']:.2f}x")
@@ -323,8 +344,9 @@ def main() -> int:
                 "fewer nodes" if "time_over_previous" in r else "")
         print(f"DIFFormer-s fwd+bwd at {r['nodes']:,} nodes ({r['edges']:,} edges, "
               f"{r['allocator']} allocator): steady {r['steady_step_seconds']:.2f} s = "
-              f"{r['ratio_to_floor']:.2f}x the training matmul floor "
-              f"({r['train_floor_seconds']:.2f} s), peak RSS {r['peak_rss_mib']:,.0f} MiB; first "
+              f"{r['ratio_to_floor']:.2f}x the official computation's training matmul floor "
+              f"({r['train_floor_seconds']:.2f} s), {r['ratio_to_own_floor']:.2f}x the Gram "
+              f"form's own ({r['own_floor_seconds']:.2f} s), peak RSS {r['peak_rss_mib']:,.0f} MiB; first "
               f"step (builds the adjacency, {r['build_seconds']:.2f} s) "
               f"{r['first_step_seconds']:.2f} s{grow}", flush=True)
     rows = results["sgformer"] = bench_sgformer([2_000] if args.quick else [10_000, 100_000]) \
@@ -333,7 +355,7 @@ def main() -> int:
         print(f"SGFormer fwd+bwd at {r['nodes']:,} nodes: ours {r['ours_seconds']:.3f} s, PyG's "
               f"SGFormer {r['pyg_seconds']:.3f} s -> {r['speedup']:.2f}x", flush=True)
     if "cell" in parts:
-        c = results["cell"] = bench_cell(parallel_runs=os.cpu_count() or 1)
+        c = results["cell"] = bench_cell()
         print(f"Cora DIFFormer-s cell (5 runs x 500 epochs, {c['cores']} cores): official "
               f"computation {c['official_seconds']:.0f} s, ours with parallel_runs="
               f"{c['parallel_runs']} {c['ours_seconds']:.0f} s -> {c['speedup']:.2f}x; with "

@@ -33,6 +33,7 @@ def bad_inputs(files: Path) -> list[tuple[str, list[str]]]:
         "mode=eval checkpoint=FILES/truncated.pt", "mode=eval checkpoint=FILES/partial.pt",
         "resume=FILES/nowhere", "optim.scheduler=cosine", "dataset=hiv model=difformer_s",
         "dataset=tu model=gin_graph trainer=minibatch", "trainer.parallel_runs=0",
+        "trainer.parallel_runs=many",
         "trainer.compile=maybe", "model.dropout_mask=quick"]]
 
 

@@ -2,6 +2,7 @@
 same files, and survive a SIGTERM (resume)."""
 import json
 import signal
+import time
 
 from test_run_loop import comparable, finish, read, start, wait_for_epoch
 
@@ -29,6 +30,8 @@ def test_parallel_runs_equal_the_sequential_runs_and_resume_after_sigterm(tmp_pa
     proc = finish(*ARGS, "trainer.parallel_runs=2", "threads=2", f"hydra.run.dir={parallel}")
     assert "run 0: resuming after epoch" in proc.stdout
     assert "worker 0: runs 0, 2 with 1 thread(s)" in proc.stdout
+    # the workers start before the parent loads its data (their start-up overlaps its own)
+    assert proc.stdout.index("worker 1: runs") < proc.stdout.index("dataset ")
     assert comparable(read(parallel / "summary.json")) | {"torch_threads": 1} == \
         comparable(read(reference / "summary.json"))
     assert metrics(parallel) == metrics(reference)
@@ -86,3 +89,72 @@ def test_parallel_runs_without_checkpoints_still_collect_the_runs(tmp_path):
            "trainer.progress=false", f"hydra.run.dir={run_dir}")
     summary = read(run_dir / "summary.json")
     assert summary["n_runs"] == 2 and [r["run"] for r in summary["runs"]] == [0, 1]
+
+
+def test_workers_leave_the_cells_curves_to_the_parent(compose):
+    from difformer.train.parallel_runs import worker_config
+
+    job = worker_config(compose("logger=[jsonl,csv]"), [0, 2], 1)
+    assert job.logger.jsonl.curves is False and "csv" in job.logger
+    assert worker_config(compose(), [1], 1).logger.jsonl.curves is False
+
+
+def test_a_parent_failing_while_its_workers_train_stops_them(compose, tmp_path, monkeypatch):
+    """The workers start before the parent loads its data; when that load fails, the parent
+    passes SIGTERM on to them, waits, and raises: they stop at an epoch's end with their last
+    checkpoints saved (the same command resumes them)."""
+    import difformer.runner as runner
+    from difformer.cli import run
+    from difformer.train.parallel_runs import worker_dir
+
+    started = []
+
+    def failing_load(*args, **kwargs):
+        started.append(sorted(p.name for p in (tmp_path / "workers").iterdir()))
+        logged = worker_dir(tmp_path, 0) / "metrics.jsonl"
+        deadline = time.time() + 240
+        while not (logged.exists() and logged.read_text().count("\n") >= 2):
+            assert time.time() < deadline, "worker 0 never trained"
+            time.sleep(0.05)
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(runner, "load_data", failing_load)
+    cfg = compose("trainer.runs=2", "trainer.epochs=5000", "model.hidden_channels=8",
+                  "trainer.parallel_runs=2", "threads=2", "trainer.progress=false")
+    try:
+        run(cfg, tmp_path)
+    except OSError as err:
+        assert str(err) == "disk gone"
+    else:
+        raise AssertionError("the parent's failure was not raised")
+    assert started == [["worker0", "worker1"]]
+    for k in (0, 1):
+        status = read(worker_dir(tmp_path, k) / "status.json")
+        assert status["status"] == "interrupted", status
+        assert (worker_dir(tmp_path, k) / f"checkpoints/run{k}_last.pt").exists()
+
+
+def test_auto_picks_the_fewest_workers_that_keep_every_core_busy():
+    import torch
+
+    from difformer.runner import parallel_workers
+    from difformer.settings import TrainerSettings
+    from difformer.train.parallel_runs import balanced_workers
+
+    cases = {(5, 2): 3, (4, 2): 2, (3, 2): 3, (10, 4): 5, (9, 4): 5, (8, 4): 4, (2, 8): 2,
+             (1, 8): 1, (5, 1): 1, (6, 3): 3, (7, 3): 4}
+    assert {case: balanced_workers(*case) for case in cases} == cases
+    auto = TrainerSettings(name="fullgraph", epochs=1, runs=5, parallel_runs="auto")
+    assert parallel_workers(auto, torch.device("cuda")) == 1  # one process drives a GPU
+    fixed = TrainerSettings(name="fullgraph", epochs=1, runs=5, parallel_runs=4)
+    assert parallel_workers(fixed, torch.device("cpu")) == 4
+
+
+def test_auto_on_two_threads_trains_three_runs_in_three_workers(tmp_path):
+    run_dir = tmp_path / "r"
+    proc = finish("trainer.runs=3", "trainer.epochs=3", "model.hidden_channels=8",
+                  "trainer.parallel_runs=auto", "threads=2", "trainer.progress=false",
+                  f"hydra.run.dir={run_dir}")
+    for k in range(3):
+        assert f"worker {k}: runs {k} with 1 thread(s)" in proc.stdout
+    assert [r["run"] for r in read(run_dir / "summary.json")["runs"]] == [0, 1, 2]

@@ -240,3 +240,36 @@ def test_help_lists_the_choices():
     assert proc.stdout.startswith("difformer-train (train.py, python -m difformer)")
     assert "dataset: 20news, chameleon" in proc.stdout and "debug: default, overfit, profile" \
         in proc.stdout
+
+
+def test_a_multiruns_report_counts_only_its_own_jobs(tmp_path, capsys):
+    """A resumed sweep shares its folder with an earlier attempt: that attempt's failed job
+    was reported then, so only the jobs this invocation wrote decide the exit code."""
+    import json
+    import os
+
+    import pytest
+    from omegaconf import OmegaConf
+
+    from difformer.cli import MultirunReport
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    old = tmp_path / "0" / "status.json"
+    old.parent.mkdir()
+    old.write_text(json.dumps({"status": "failed", "error": "ConfigError: old"}))
+    os.utime(old, (1_000_000_000, 1_000_000_000))  # written long before this invocation
+    report = MultirunReport()
+    report.on_multirun_start(config)
+    ok = tmp_path / "1" / "status.json"
+    ok.parent.mkdir()
+    ok.write_text(json.dumps({"status": "finished"}))
+    report.on_multirun_end(config)  # the old failure alone: no exit
+    assert "failed" not in capsys.readouterr().err
+    new = tmp_path / "2" / "status.json"
+    new.parent.mkdir()
+    new.write_text(json.dumps({"status": "failed", "error": "ConfigError: new"}))
+    with pytest.raises(SystemExit) as stop:
+        report.on_multirun_end(config)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert err == f"1 job(s) failed:\n  {tmp_path / '2'}: ConfigError: new\n"

@@ -11,6 +11,7 @@ with the last checkpoint saved (rerun the same command to continue).
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -206,12 +207,28 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 class MultirunReport(Callback):
-    """After a multirun: list the jobs that failed or lacked data; exit 1 if any failed."""
+    """After a multirun: list the jobs that failed or lacked data; exit 1 if any failed.
+
+    Only this invocation's jobs count: a resumed sweep (``hydra/sweeper=resumable_optuna``)
+    shares its folder with earlier attempts, whose failures were reported then. A marker
+    written when the multirun starts dates the invocation on the folder's own filesystem
+    clock; job files last written before it belong to earlier attempts."""
+
+    MARKER = ".multirun_started"
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        sweep.mkdir(parents=True, exist_ok=True)
+        (sweep / self.MARKER).write_text(f"{time.time()}\n")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)
+        marker = sweep / self.MARKER
+        since = marker.stat().st_mtime if marker.exists() else float("-inf")
         failed, unavailable = [], []
         for path in sorted(sweep.glob("*/status.json")):
+            if path.stat().st_mtime < since:
+                continue  # an earlier attempt's job
             status = read_json(path) or {}
             if status.get("status") in ("failed", "interrupted"):
                 failed.append(f"{path.parent}: {status.get('error')}")

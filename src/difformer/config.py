@@ -52,7 +52,7 @@ VOLATILE_KEYS = ("paths", "logger", "mode", "checkpoint", "eval_allow_mismatch",
 # read only by optim.scheduler=plateau: without a scheduler they change nothing
 SCHEDULER_KEYS = ("plateau_factor", "plateau_patience", "min_lr")
 # how the model computes, not what: the same numbers within float rounding (models/sparse_ops.py)
-VOLATILE_MODEL_KEYS = ("sparse_input", "cache_adjacency")
+VOLATILE_MODEL_KEYS = ("sparse_input", "cache_adjacency", "gram_attention")
 VOLATILE_TRAINER_KEYS = ("parallel_runs", "run_ids", "device", "eval_device", "eval_chunk", "progress", "save_checkpoints",
                          "checkpoint_every", "checkpoint_seconds", "log_every", "profile_epochs")
 

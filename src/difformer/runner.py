@@ -86,7 +86,7 @@ def check_parallel_runs(trainer) -> None:
     from .train.common import resolve_device
 
     k = trainer.parallel_runs
-    if k == 1:
+    if k in (1, "auto"):  # auto is one process wherever several cannot be used
         return
     if distributed.world_size() > 1:
         raise ConfigError(f"trainer.parallel_runs={k} starts its own processes; under torchrun "
@@ -96,6 +96,20 @@ def check_parallel_runs(trainer) -> None:
         raise ConfigError(f"trainer.parallel_runs={k} spreads runs over CPU cores; on "
                           f"{device.type} one process drives the device: set "
                           "trainer.parallel_runs=1 (or trainer.device=cpu)")
+
+
+def parallel_workers(trainer, device) -> int:
+    """trainer.parallel_runs as a number of worker processes; ``auto``: balanced over this
+    process's threads on a CPU (:func:`~.train.parallel_runs.balanced_workers`), else one."""
+    from .train import distributed
+
+    if trainer.parallel_runs != "auto":
+        return trainer.parallel_runs
+    if device.type != "cpu" or distributed.world_size() > 1:
+        return 1
+    from .train.parallel_runs import balanced_workers
+
+    return balanced_workers(trainer.runs, torch.get_num_threads())
 
 
 def train(settings, probe, cfg, run_dir: Path) -> dict:
@@ -111,8 +125,15 @@ def train(settings, probe, cfg, run_dir: Path) -> dict:
     check_trainer(settings, spec, task_cls, probe)
     device = distributed.setup(resolve_device(trainer.device))
     finished = False
+    workers = None
     try:
         lead = distributed.rank() == 0
+        parallel = parallel_workers(trainer, device)
+        if lead and parallel > 1:
+            from .train.parallel_runs import Workers
+
+            # started before this process loads the data: their start-up overlaps ours
+            workers = Workers(cfg, run_dir, trainer.runs, parallel, torch.get_num_threads())
         dataset, spec = load_data(settings, probe, cfg.paths)  # the file may decide the loss
         eval_device = None if trainer.eval_device is None else resolve_device(trainer.eval_device)
         task = task_cls(dataset, spec, settings, device, eval_device,
@@ -121,11 +142,9 @@ def train(settings, probe, cfg, run_dir: Path) -> dict:
             print(dataset.summary(), flush=True)
         logger = RunLogger(run_dir, cfg.logger, settings.config) if lead else NullLogger()
         try:
-            if lead and trainer.parallel_runs > 1:
-                from .train.parallel_runs import train_in_workers
-
-                train_in_workers(cfg, run_dir, trainer.runs, trainer.parallel_runs, logger,
-                                 torch.get_num_threads())
+            if workers is not None:
+                workers.finish(logger)
+                workers = None
             loop = RunLoop(task, settings, run_dir, logger, device, dataset.fingerprint())
             records, _ = loop.fit()
             finished = True
@@ -142,6 +161,10 @@ def train(settings, probe, cfg, run_dir: Path) -> dict:
             logger.finish(summary)
         finally:
             logger.close()
+    except BaseException:
+        if workers is not None:  # this process failed while its workers were training
+            workers.abort()
+        raise
     finally:
         distributed.teardown(finished)
     print(f"{task.report(summary)} (sample std, ddof=1) | {summary['wall_seconds']:.1f}s | "

@@ -59,7 +59,7 @@ class TrainerSettings:
     epochs: int
     runs: int
     device: str = "auto"
-    parallel_runs: int = 1              # CPU: the runs in this many processes (train/parallel_runs)
+    parallel_runs: int | str = 1        # CPU: the runs in this many processes, or "auto"
     run_ids: tuple[int, ...] | None = None  # a parallel worker's own runs (set by its parent)
     eval_step: int = 1
     batch_size: int | None = None
@@ -81,6 +81,14 @@ class TrainerSettings:
 
 
 TRAINER_KEYS = tuple(f.name for f in fields(TrainerSettings))
+
+
+def _parallel_runs(value) -> int | str:
+    if value == "auto":
+        return value
+    if isinstance(value, str):
+        raise ConfigError(f"trainer.parallel_runs must be an integer or auto, got {value!r}")
+    return _integer(value, "trainer.parallel_runs", 1)
 
 
 def _run_ids(value, runs) -> tuple[int, ...] | None:
@@ -111,7 +119,7 @@ def trainer_settings(node) -> TrainerSettings:
         epochs=_integer(get("epochs"), "trainer.epochs", 1),
         runs=_integer(get("runs"), "trainer.runs", 1),
         device=_device(get("device", "auto"), "trainer.device"),
-        parallel_runs=_integer(get("parallel_runs", 1), "trainer.parallel_runs", 1),
+        parallel_runs=_parallel_runs(get("parallel_runs", 1)),
         run_ids=_run_ids(get("run_ids"), get("runs")),
         eval_step=_integer(get("eval_step", 1), "trainer.eval_step", 1),
         batch_size=_integer(get("batch_size"), "trainer.batch_size", 1, allow_null=True),

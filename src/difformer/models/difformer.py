@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from .gram_attention import gram_applies, gram_simple_attention
 from .sparse_ops import OperandCache, SparseOperand, sparse_linear, to_operand, wants_sparse
 
 KERNELS = ("simple", "sigmoid", "simple_pernode")
@@ -202,7 +203,8 @@ class DIFFormerConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, num_heads: int = 1,
                  kernel: str = "simple", use_graph: bool = True, use_weight: bool = True,
-                 graph_weight: float = -1.0, attention_chunk: int | None = None):
+                 graph_weight: float = -1.0, attention_chunk: int | None = None,
+                 gram_attention: bool = True):
         super().__init__()
         check_kernel(kernel)
         # Registration order Wk, Wq, Wv matches the official state_dict.
@@ -217,6 +219,7 @@ class DIFFormerConv(nn.Module):
         self.use_weight = use_weight
         self.graph_weight = graph_weight
         self.attention_chunk = attention_chunk
+        self.gram_attention = gram_attention
 
     def reset_parameters(self) -> None:
         self.Wk.reset_parameters()
@@ -224,28 +227,35 @@ class DIFFormerConv(nn.Module):
         if self.use_weight:
             self.Wv.reset_parameters()
 
+    def values(self, x: Tensor) -> Tensor:
+        if self.use_weight:
+            return self.Wv(x).reshape(-1, self.num_heads, self.out_channels)
+        # Without Wv the values are the input itself, one "head" broadcast over all heads.
+        return x.reshape(-1, 1, self.out_channels)
+
     def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         query = self.Wq(x).reshape(-1, self.num_heads, self.out_channels)
         key = self.Wk(x).reshape(-1, self.num_heads, self.out_channels)
-        if self.use_weight:
-            value = self.Wv(x).reshape(-1, self.num_heads, self.out_channels)
-        else:
-            # Without Wv the values are the input itself, one "head" broadcast over all heads.
-            value = x.reshape(-1, 1, self.out_channels)
-        return query, key, value
+        return query, key, self.values(x)
 
     def forward(self, x: Tensor, adj: Tensor | None = None, batch: Tensor | None = None,
                 num_graphs: int | None = None) -> Tensor:
         """x [N, h]; adj the normalised adjacency from :func:`gcn_normalized_adjacency`;
         ``batch`` [N] the graph of each node in a mini-batch of graphs (attention within each)."""
-        query, key, value = self.qkv(x)
-        out = attention_conv(query, key, value, self.kernel, self.attention_chunk, batch,
-                             num_graphs)
+        if self.gram_attention and batch is None and gram_applies(self.kernel, x):
+            out = gram_simple_attention(x, self.Wq, self.Wk, self.Wv if self.use_weight else None,
+                                        self.num_heads)
+            value = self.values(x) if self.use_graph else None  # V itself: GCN branch only
+        else:
+            query, key, value = self.qkv(x)
+            out = attention_conv(query, key, value, self.kernel, self.attention_chunk, batch,
+                                 num_graphs)
         if self.use_graph:
             if adj is None:
                 raise ValueError("use_graph=True needs an edge_index")
             out = self.add_graph(out, _propagate(adj, value))
-        return out.mean(dim=1)
+        # the mean of one head is that head, exactly; squeeze saves a reduction and its backward
+        return out.squeeze(1) if self.num_heads == 1 else out.mean(dim=1)
 
     def add_graph(self, attention: Tensor, gcn: Tensor) -> Tensor:
         """``(1-gw)*attention + gw*gcn`` when graph_weight > 0, else their sum."""
@@ -284,6 +294,10 @@ class DIFFormer(nn.Module):
         cache_adjacency: build the normalised adjacency and its transpose once per
             ``edge_index`` tensor instead of in every forward and every layer's backward
             (:mod:`.sparse_ops`); the numbers are the same. False: the official computation.
+        gram_attention: ``simple`` kernel: compute each layer's attention from the d x d Gram
+            matrix of its input instead of projecting Q and K for every node (5 instead of 12
+            N-sized products per layer, forward and backward; :mod:`.gram_attention`). The
+            numbers agree within float rounding. False: the official order of products.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
@@ -292,7 +306,8 @@ class DIFFormer(nn.Module):
                  use_residual: bool = True, use_weight: bool = True, use_graph: bool = True,
                  graph_weight: float = -1.0, use_source: bool = False,
                  attention_chunk: int | None = None, sparse_input: bool | None = None,
-                 cache_adjacency: bool = True, dropout_mask: str | None = None):
+                 cache_adjacency: bool = True, dropout_mask: str | None = None,
+                 gram_attention: bool = True):
         super().__init__()
         check_kernel(kernel)
         if num_layers < 1:
@@ -312,7 +327,7 @@ class DIFFormer(nn.Module):
         self.convs = nn.ModuleList(
             DIFFormerConv(hidden_channels, hidden_channels, num_heads=num_heads, kernel=kernel,
                           use_graph=use_graph, use_weight=use_weight, graph_weight=graph_weight,
-                          attention_chunk=attention_chunk)
+                          attention_chunk=attention_chunk, gram_attention=gram_attention)
             for _ in range(num_layers))
         self.fcs = nn.ModuleList([nn.Linear(in_channels, hidden_channels),
                                   nn.Linear(hidden_channels, out_channels)])

@@ -27,7 +27,7 @@ import torch
 from ..models import build_model
 from . import distributed
 from .checkpoint import save_run_checkpoint
-from .common import peak_memory_mb, seed_everything
+from .common import adam, peak_memory_mb, seed_everything
 from .io import save_torch
 from .lifecycle import (FiniteGuard, GracefulStop, Interrupted, Profiler, Progress,
                         parse_log_every, rng_state, set_rng_state)
@@ -107,8 +107,7 @@ class RunLoop:
             # the training forward only (evaluation stays eager); inductor draws its own
             # dropout masks, so a compiled run is not the eager run's random stream
             trained = torch.compile(trained)
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.settings.lr,
-                                     weight_decay=self.settings.weight_decay) \
+        optimizer = adam(model.parameters(), self.settings.lr, self.settings.weight_decay) \
             if trainable else None
         runner = task.epoch_runner(trained, optimizer, split, run) if trainable else None
         scheduler = None if optimizer is None or self.settings.plateau is None else \
