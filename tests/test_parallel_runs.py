@@ -46,11 +46,11 @@ def test_parallel_runs_equal_the_sequential_runs_and_resume_after_sigterm(tmp_pa
 def test_a_failing_worker_is_named_and_nothing_is_collected(compose, tmp_path):
     from difformer.train.loggers import NullLogger
     from difformer.processes import stopped_by
-    from difformer.train.parallel_runs import train_in_workers
+    from difformer.train.parallel_runs import Workers
 
     cfg = compose("trainer.runs=3", "trainer.epochs=2", "model.hidden_channels=0")
     try:
-        train_in_workers(cfg, tmp_path, 3, 2, NullLogger(), threads=2)
+        Workers(cfg, tmp_path, 3, 2, threads=2).finish(NullLogger())
     except RuntimeError as err:
         message = str(err)
     else:

@@ -164,13 +164,6 @@ class Workers:
         return self.pending
 
 
-def train_in_workers(cfg, run_dir: Path, runs: int, parallel_runs: int, logger,
-                     threads: int | None = None) -> list[int]:
-    """Train the pending runs in ``parallel_runs`` worker processes, then move their files
-    into ``run_dir``; returns the runs trained this way (none when at most one is pending)."""
-    return Workers(cfg, run_dir, runs, parallel_runs, threads).finish(logger)
-
-
 def hand_over(run_dir: Path, wdir: Path, run_ids: list[int], job) -> None:
     """A run a sequential attempt left unfinished in ``run_dir`` continues in its worker: its
     last checkpoint and its metrics lines move there (with the worker's config, so that the
