@@ -294,7 +294,7 @@ class DIFFormer(nn.Module):
         cache_adjacency: build the normalised adjacency and its transpose once per
             ``edge_index`` tensor instead of in every forward and every layer's backward
             (:mod:`.sparse_ops`); the numbers are the same. False: the official computation.
-        gram_attention: ``simple`` kernel: compute each layer's attention from the d x d Gram
+        gram_attention: ``simple`` kernel: compute each layer's attention from the (d+1)^2 Gram
             matrix of its input instead of projecting Q and K for every node (5 instead of 12
             N-sized products per layer, forward and backward; :mod:`.gram_attention`). The
             numbers agree within float rounding. False: the official order of products.
