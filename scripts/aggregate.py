@@ -1,7 +1,7 @@
-"""Mean ± std over seeds for a multirun directory (see difformer.aggregate)."""
+"""Mean ± std over seeds for a multirun directory (see difformer.reproduction.aggregate)."""
 import sys
 
-from difformer.aggregate import main
+from difformer.reproduction.aggregate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -52,7 +52,7 @@ def _epoch_child(config: str, limit: int | None) -> None:
     from torch_geometric.loader import DataLoader
 
     from difformer.models import build_model
-    from difformer.train.graph_task import predict
+    from difformer.train.tasks.graph import predict
     from difformer.train.metrics import bce_masked
 
     torch.manual_seed(0)
@@ -88,7 +88,7 @@ def bench_hiv_epochs(limit: int | None) -> list[dict]:
 
 def outer_product_attention(qs, ks, vs, batch, num_graphs, scale):
     """The padding-free alternative: K_g^T V_g as index_add_ of per-node outer products."""
-    from difformer.models.graph_attention import graph_sizes, segment_sum
+    from difformer.models.attention.batched import graph_sizes, segment_sum
 
     n = graph_sizes(batch, num_graphs).to(qs.dtype)
     kvs = segment_sum(torch.einsum("nhm,nhd->nhmd", ks, vs), batch, num_graphs)
@@ -102,11 +102,11 @@ def outer_product_attention(qs, ks, vs, batch, num_graphs, scale):
 
 
 def bench_scaling(batch_sizes: list[int], repeats: int) -> list[dict]:
-    import difformer.models.graph_attention as ga
+    import difformer.models.attention.batched as ga
     from torch_geometric.loader import DataLoader
 
     from difformer.models import build_model
-    from difformer.train.graph_task import predict
+    from difformer.train.tasks.graph import predict
 
     dataset = load_hiv()
     name, kwargs = model_config("difformer_s_graph")

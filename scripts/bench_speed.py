@@ -63,10 +63,13 @@ class Epoch:
 
     def __init__(self, ds, kernel, dropout, weight_decay, compile=False, **model_kwargs):
         from difformer.models import DIFFormer
+        from difformer.models.sparse_ops import keep_eager_under_compile
 
         torch.manual_seed(0)
         self.model = DIFFormer(ds.num_features, 64, ds.num_classes, num_layers=8, kernel=kernel,
                                dropout=dropout, use_weight=False, **model_kwargs)
+        if compile:
+            keep_eager_under_compile()
         self.forward = torch.compile(self.model) if compile else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3,
                                           weight_decay=weight_decay)
@@ -139,8 +142,8 @@ def bench_cora(cell: str, epochs: int, repeats: int, compile: bool) -> dict:
 
 def bench_scaling(sizes: list[int], allocators=("default", "mimalloc")) -> list[dict]:
     """Each size in a child process per allocator (LD_PRELOAD must be set at start): the
-    default glibc malloc against DIFFORMER_ALLOCATOR=mimalloc (difformer.allocator)."""
-    from difformer.allocator import AllocatorError, mimalloc_library
+    default glibc malloc against DIFFORMER_ALLOCATOR=mimalloc (difformer.system.allocator)."""
+    from difformer.system.allocator import AllocatorError, mimalloc_library
 
     out = []
     for allocator in allocators:
@@ -169,7 +172,7 @@ def _scaling_child(n: int, degree: int = 19) -> dict:
     features; 3 layers, hidden 128, the pokec pair's sizes): the adjacency build, the first
     step (which builds it) and the steady step (the cached adjacency), against the training
     matmul floor 3 x 10 N h^2 FLOP per layer at this machine's rate on that shape."""
-    from difformer.allocator import loaded_allocator
+    from difformer.system.allocator import loaded_allocator
     from difformer.data.large import synthetic_graph
     from difformer.models import DIFFormer
     from difformer.models.difformer import gcn_normalized_adjacency
@@ -302,7 +305,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child_scaling:
-        from difformer.allocator import reexec_if_requested
+        from difformer.system.allocator import reexec_if_requested
 
         reexec_if_requested()  # DIFFORMER_ALLOCATOR=mimalloc: preload it (once)
         print(json.dumps(_scaling_child(args.child_scaling)))

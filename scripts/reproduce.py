@@ -1,7 +1,7 @@
-"""Reproduce a paper table (see difformer.reproduce): python scripts/reproduce.py --table 1"""
+"""Reproduce a paper table (see difformer.reproduction.reproduce): python scripts/reproduce.py --table 1"""
 import sys
 
-from difformer.reproduce import main
+from difformer.reproduction.reproduce import main
 
 if __name__ == "__main__":
     sys.exit(main())

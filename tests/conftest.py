@@ -52,7 +52,7 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from difformer.cli import CONFIG_DIR
+    from difformer.config.core import CONFIG_DIR
 
     def _compose(*overrides):
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

@@ -1,4 +1,4 @@
-"""DIFFORMER_ALLOCATOR=mimalloc (difformer.allocator): the command re-runs itself once with
+"""DIFFORMER_ALLOCATOR=mimalloc (difformer.system.allocator): the command re-runs itself once with
 mimalloc preloaded, trains to the same numbers, and bad settings are one clear line."""
 import json
 import os
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO, train_py
-from difformer.allocator import AllocatorError, mimalloc_library
+from difformer.system.allocator import AllocatorError, mimalloc_library
 
 
 def has_mimalloc() -> bool:
@@ -23,10 +23,11 @@ needs_mimalloc = pytest.mark.skipif(not has_mimalloc(), reason="the speed extra 
 
 
 def allocator_of(env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "difformer.allocator"], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "difformer.system.allocator"], capture_output=True,
                           text=True, env={**os.environ, **env}, timeout=60)
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @needs_mimalloc
 def test_mimalloc_is_preloaded_once_and_trains_to_the_same_numbers(tmp_path, monkeypatch):
     assert allocator_of({"DIFFORMER_ALLOCATOR": "mimalloc"}).stdout.strip() == "mimalloc"

@@ -71,8 +71,8 @@ def test_every_bad_input_is_one_line_and_the_readme_lists_them(tmp_path):
     ("model.hidden_channels=0", "model.hidden_channels must be >= 1, got 0"),
 ])
 def test_named_messages(arg, message, compose):
-    from difformer.config import ConfigError
-    from difformer.settings import validate
+    from difformer.config.core import ConfigError
+    from difformer.invocation import validate
 
     if arg.startswith("+"):
         from difformer.cli import preflight

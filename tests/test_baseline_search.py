@@ -9,8 +9,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import needs_data
-from difformer import baseline_search as search
-from difformer.cli import CONFIG_DIR
+from difformer.reproduction import baseline_search as search
+from difformer.config.core import CONFIG_DIR
 
 # optuna 2.10 calls create_trial/add_trial experimental
 pytestmark = pytest.mark.filterwarnings("ignore:.* is experimental")
@@ -96,6 +96,7 @@ def test_the_choice_is_written_as_a_recipe_and_a_hand_written_recipe_is_kept(tmp
                             recipes)
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @needs_data("Planetoid/Cora")
 def test_a_search_runs_from_a_fresh_folder_and_resumes(tmp_path):
     """Label propagation (no training) on Cora: the real multirun, study and choice."""

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from conftest import needs_data
-from difformer.cli import run
-from difformer.config import ConfigError
+from difformer.invocation import run
+from difformer.config.core import ConfigError
 from difformer.models import MODELS, build_model
 
 SMALL = {"difformer": {"hidden_channels": 8}, "mlp": {"hidden_channels": 8},
@@ -66,9 +66,10 @@ def test_a_graph_model_on_data_without_a_graph_is_refused(compose, tmp_path):
     assert summary["n_runs"] == 1
 
 
-SLOW = pytest.mark.slow  # over ~30 s a run on 2 cores: make test-slow
+SLOW = pytest.mark.slow  # real-data training: make test-slow
 
 
+@SLOW
 @needs_data("Planetoid/Cora/raw/ind.cora.x")
 @pytest.mark.parametrize("model,threshold", [
     ("gcn", 0.79), ("gat", 0.80), ("appnp", 0.81), ("mlp", 0.55),

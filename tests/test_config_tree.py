@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from difformer.config import CONFIG_DIR
+from difformer.config.core import CONFIG_DIR
 from difformer.data import DATASETS
 from difformer.models import MODELS
 
@@ -62,13 +62,14 @@ def test_dataset_files_hold_dataset_keys_and_switch_nothing(path):
 
 
 def test_trainer_auto_on_a_graph_dataset_is_the_graph_preset(compose):
-    from difformer.config import config_hash
-    from difformer.settings import normalise
+    from difformer.config.core import config_hash
+    from difformer.config.settings import normalise
+    from difformer.train.tasks import TASKS
 
-    cfg = normalise(compose("dataset=tu", "model=gin_graph"))
+    cfg = normalise(compose("dataset=tu", "model=gin_graph"), TASKS)
     assert (cfg.trainer.name, cfg.trainer.epochs, cfg.trainer.batch_size) == ("graph", 100, 32)
     assert "mse" not in cfg.trainer and "eval_chunk" not in cfg.trainer
-    explicit = normalise(compose("dataset=tu", "model=gin_graph", "trainer=graph"))
+    explicit = normalise(compose("dataset=tu", "model=gin_graph", "trainer=graph"), TASKS)
     assert config_hash(explicit) == config_hash(cfg)
 
 
@@ -76,17 +77,18 @@ def test_trainer_auto_on_a_graph_dataset_is_the_graph_preset(compose):
     ("film", "fullgraph", 500), ("chickenpox", "temporal", 200)])
 def test_trainer_auto_follows_the_task_kind(compose, dataset, trainer, epochs):
     """No recipe for these pairs: the task kind's regime and defaults."""
-    from difformer.settings import normalise
+    from difformer.config.settings import normalise
+    from difformer.train.tasks import TASKS
 
-    cfg = normalise(compose(f"dataset={dataset}", "model=difformer_s_pernode"))
+    cfg = normalise(compose(f"dataset={dataset}", "model=difformer_s_pernode"), TASKS)
     assert (cfg.trainer.name, cfg.trainer.epochs) == (trainer, epochs)
     if trainer == "temporal":
         assert cfg.trainer.patience == 20 and "batch_size" not in cfg.trainer
     else:
         assert "patience" not in cfg.trainer and "mse" not in cfg.trainer
     explicit = normalise(compose(f"dataset={dataset}", "model=difformer_s_pernode",
-                                 f"trainer={trainer}"))
-    from difformer.config import config_hash
+                                 f"trainer={trainer}"), TASKS)
+    from difformer.config.core import config_hash
 
     assert config_hash(explicit) == config_hash(cfg)  # auto = the explicit preset
 
@@ -94,7 +96,7 @@ def test_trainer_auto_follows_the_task_kind(compose, dataset, trainer, epochs):
 def test_every_protocol_citation_names_a_section_of_docs_protocols():
     import re
 
-    from difformer.config import CONFIG_DIR
+    from difformer.config.core import CONFIG_DIR
 
     repo = CONFIG_DIR.parent
     doc = (repo / "docs/protocols.md").read_text()
@@ -108,7 +110,7 @@ def test_every_protocol_citation_names_a_section_of_docs_protocols():
 def test_options_without_effect_leave_the_settings_hash_unchanged(compose):
     """Results recorded before the plateau scheduler and mode=inspect existed stay valid:
     the plateau keys count only with optim.scheduler=plateau, inspect.* never."""
-    from difformer.config import config_hash
+    from difformer.config.core import config_hash
 
     base = config_hash(compose("dataset=cora"))
     assert config_hash(compose("dataset=cora", "optim.plateau_factor=0.25",

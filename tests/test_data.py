@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from conftest import DATA_DIR, needs_data
 from difformer.data import DataRoot, DatasetUnavailable, load_dataset
-from difformer.data.graph import prepare_edges
+from difformer.data.preprocess import prepare_edges
 from difformer.data.splits import RandomClassSplit, class_balanced_split
 
 PLANETOID = dict(labels_per_class=20, valid_num=500, test_num=1000, shared_split=True)

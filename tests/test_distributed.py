@@ -102,6 +102,7 @@ def test_two_gloo_processes_equal_one_process_on_the_same_chunks(tmp_path):
     assert not torch.allclose(ddp_state["fcs.0.weight"], fresh_model().state_dict()["fcs.0.weight"])
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @needs_data("Planetoid/Cora/raw/ind.cora.x")
 def test_torchrun_two_ranks_end_to_end(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
@@ -130,8 +131,8 @@ def test_bf16_autocast_step_trains():
 
 
 def test_fullgraph_under_torchrun_is_refused(compose, tmp_path, monkeypatch):
-    from difformer.cli import run
-    from difformer.config import ConfigError
+    from difformer.invocation import run
+    from difformer.config.core import ConfigError
     from difformer.train import distributed
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)

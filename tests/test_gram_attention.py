@@ -1,4 +1,4 @@
-"""DIFFormer-s attention from the Gram matrix (models/gram_attention.py) against the projected
+"""DIFFormer-s attention from the Gram matrix (models/attention/gram.py) against the projected
 form (Q, K for every node, as the official code): outputs and every gradient equal in float64
 to rounding, within 1e-6 in float32 on the Cora cell's shape, and the projected form wherever
 the Gram form does not apply."""
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from difformer.models import DIFFormer, DIFFormerConv
-from difformer.models.gram_attention import gram_applies, gram_simple_attention
+from difformer.models.attention.gram import gram_applies, gram_simple_attention
 
 
 def conv_pair(d, heads, use_weight, use_graph=False, dtype=torch.float64):

@@ -271,12 +271,13 @@ def test_laplacian_and_random_walk_encodings_against_direct_computations(tmp_pat
 def test_positional_encodings_are_computed_once_and_cached(tmp_path):
     from torch_geometric.data import Data
 
-    from difformer.data.graphs import GraphDataset, RandomGraphSplit, with_positional_encodings
+    from difformer.data.graphs import GraphDataset, with_positional_encodings
+    from difformer.data.splits import RandomFractionSplit
 
     def dataset():
         graphs = [Data(x=torch.ones(n, 1), edge_index=torch.tensor([[0, 1], [1, 0]]),
                        y=torch.tensor([0]), num_nodes=n) for n in (2, 3, 4)]
-        return GraphDataset("toy", graphs, 2, RandomGraphSplit(3), "dense", 1)
+        return GraphDataset("toy", graphs, 2, RandomFractionSplit.of_graphs(3), "dense", 1)
 
     first = with_positional_encodings(dataset(), {"lap": 2, "rwse": 3}, tmp_path)
     files = sorted(p.name for p in (tmp_path / "pe").iterdir())

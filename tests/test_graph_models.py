@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from difformer.models import DIFFormer, build_model
-from difformer.models.graph_attention import _groups, batched_linear_attention
+from difformer.models.attention.batched import _groups, batched_linear_attention
 
 SIZES = [5, 9, 3, 60, 7, 1, 12]
 
@@ -103,7 +103,7 @@ def test_per_graph_simple_kernel_equals_a_dense_reference():
     sizes = [4, 30, 1, 9]
     batch = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))
     q, k, v = (torch.randn(sum(sizes), 2, 5) for _ in range(3))
-    from difformer.models.graph_attention import per_graph_frobenius_scale
+    from difformer.models.attention.batched import per_graph_frobenius_scale
 
     scale = per_graph_frobenius_scale(q, k, batch, 4)
     out = batched_linear_attention(q, k, v, batch, 4, scale, pad_budget=1)  # small groups too

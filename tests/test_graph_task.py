@@ -28,6 +28,7 @@ def enzymes_run(tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_enzymes_trains_the_gated_graph_transformer_above_chance(enzymes_run):
     out, proc = enzymes_run
     summary = read(out / "summary.json")
@@ -41,6 +42,7 @@ def test_enzymes_trains_the_gated_graph_transformer_above_chance(enzymes_run):
     assert ckpt["model"]["name"] == "gated_gt" and ckpt["model"]["kwargs"]["lap_pe"] == 10
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_plateau_scheduler_follows_its_rule(enzymes_run):
     """The lr in the last checkpoint equals ReduceLROnPlateau's rule replayed on the logged
     valid scores (mode max, factor 0.5, patience 2, relative threshold 1e-4)."""
@@ -69,6 +71,7 @@ def test_graph_checkpoint_evaluates_to_the_recorded_score(enzymes_run, tmp_path)
     assert result["matches_recorded"] and result["metric"] == "accuracy"
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @needs_data("moleculenet/HIV.csv")
 def test_an_hiv_subset_trains_difformer_above_chance(tmp_path):
     """2,000 molecules of MoleculeNet HIV (400 active, 1,600 inactive, drawn with a fixed

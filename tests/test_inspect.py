@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import train_py
-from difformer import inspect_energy as ie
+from difformer.modes import energy as ie
 from difformer.models import DIFFormer
 
 
@@ -94,6 +94,7 @@ def test_the_global_norm_shrinks_the_qk_part_against_the_per_node_norm():
     assert parts["global"]["denominator_ratio"] < 0.1 * parts["per_node"]["denominator_ratio"]
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_inspect_mode_writes_the_report_and_refuses_other_models(tmp_path):
     out = tmp_path / "run"
     train_py("trainer.runs=1", "trainer.epochs=5", "model.num_layers=3", f"hydra.run.dir={out}")

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from conftest import DATA_DIR, needs_data, train_py
 from difformer.data import DataRoot, DatasetUnavailable, load_dataset
 from difformer.train.metrics import mse_paper, mse_standard
-from difformer.train.tasks import EarlyStopping
+from difformer.train.tasks.base import EarlyStopping
 
 
 def session_root(data_dir=DATA_DIR):
@@ -78,6 +78,7 @@ def test_missing_features_say_where_the_authors_publish_them(tmp_path):
         load("stl10", root, labels_per_class=10, valid_num=1000)
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @needs_data("20news/20news-bydate.tar.gz")
 def test_20news_from_the_offline_archive():
     ds = load("20news", session_root(), labels_per_class=100, valid_num=1000, test_num=None,
@@ -174,6 +175,7 @@ def test_early_stopping_modes():
 
 # ---------------------------------------------------------------- end to end
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @needs_data("pytorch_geometric_temporal/dataset/chickenpox.json")
 def test_chickenpox_run_reports_both_conventions_and_round_trips(tmp_path):
     out = tmp_path / "run"
@@ -195,6 +197,7 @@ def test_chickenpox_run_reports_both_conventions_and_round_trips(tmp_path):
     assert result["test_mse_standard"] == summary["runs"][1]["test_mse_standard"]
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @needs_data("pytorch_geometric_temporal/dataset/england_covid.json")
 def test_covid_without_graph_standard_mse(tmp_path):
     train_py("dataset=covid", "model=difformer_a_nograph", "trainer.runs=1", "trainer.epochs=3",
@@ -214,6 +217,7 @@ def test_temporal_dataset_needs_the_temporal_trainer(tmp_path):
     assert "error: dataset chickenpox needs trainer=temporal, got trainer=fullgraph" in proc.stderr
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @needs_data("20news/20news-bydate.tar.gz")
 def test_20news_run(tmp_path):
     train_py("dataset=20news", "model=difformer_s", "trainer.runs=1", "trainer.epochs=30",
@@ -239,8 +243,9 @@ def test_stl10_paper_cell_on_a_fixture(tmp_path):
 def test_temporal_summaries_carry_both_stds_and_the_verdict_uses_the_papers():
     import statistics
 
-    from difformer import reproduce
-    from difformer.train.tasks import TemporalTask
+    from difformer.reproduction import cells
+    from difformer.reproduction import report as table_report
+    from difformer.train.tasks.temporal import TemporalTask
 
     records = [{"test": t, "valid": t, "test_mse_paper": t, "test_mse_standard": t}
                for t in (0.9, 1.0, 1.3)]
@@ -250,19 +255,19 @@ def test_temporal_summaries_carry_both_stds_and_the_verdict_uses_the_papers():
     summary = TemporalTask.summary(fake, records)
     assert summary["test_std"] == pytest.approx(statistics.stdev([0.9, 1.0, 1.3]))
     assert summary["test_std_population"] == pytest.approx(statistics.pstdev([0.9, 1.0, 1.3]))
-    cell = reproduce.Cell("paper/table4/x", None, "h", {"mean": 1.3, "std": 0.12}, status="done",
+    cell = cells.Cell("paper/table4/x", None, "h", {"mean": 1.3, "std": 0.12}, status="done",
                           summary={**summary, "n_runs": 3, "std_ddof": 1})
-    row = reproduce.row(cell)
+    row = table_report.row(cell)
     assert row["ours_std"] == pytest.approx(summary["test_std_population"]) and row["ddof"] == 0
     # |1.0667 - 1.3| = 0.233 > sqrt(0.170^2 + 0.12^2) = 0.208 with ddof 0 -> outside,
     # while the sample std (0.208) would give sqrt(0.208^2 + 0.12^2) = 0.240 -> within
     assert row["verdict"] == "outside"
-    assert reproduce.verdict(row["ours_mean"], summary["test_std"], 1.3, 0.12) == "within"
+    assert table_report.verdict(row["ours_mean"], summary["test_std"], 1.3, 0.12) == "within"
     assert "ddof 0 (population)" in row["note"]
 
 
 def test_temporal_run_line_without_early_stopping():
-    from difformer.train.tasks import TemporalTask
+    from difformer.train.tasks.temporal import TemporalTask
 
     record = {"run": 0, "seed": 1, "best_epoch": 3, "valid": 0.5, "test_mse_paper": 0.9,
               "test_mse_standard": 0.8, "seconds": 1.0}

@@ -85,6 +85,7 @@ def test_csv_tensorboard_and_wandb_read_back(tmp_path, monkeypatch):
             [r["valid"] for r in records if r["run"] == record["run"]])
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_training_curves_are_drawn_beside_the_metrics(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFORMER_CURVES", "1")
     train_py("trainer.runs=2", "trainer.epochs=4", f"hydra.run.dir={tmp_path}")

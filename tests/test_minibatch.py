@@ -83,6 +83,7 @@ def test_bad_batch_size():
         partition_subgraphs(torch.zeros(2, 0, dtype=torch.long), torch.arange(3), 0)
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @needs_data("Planetoid/Cora/raw/ind.cora.x")
 def test_minibatch_training_on_cora(tmp_path):
     train_py("dataset=cora", "model=difformer_s", "trainer=minibatch", "trainer.batch_size=1000",
@@ -93,6 +94,7 @@ def test_minibatch_training_on_cora(tmp_path):
     assert summary["test_mean"] >= 0.6, summary["test_mean"]
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_bench_script_runs_quick(tmp_path):
     """The benchmark stays runnable (its figures live in the README, not in tests)."""
     import subprocess

@@ -104,7 +104,7 @@ def test_your_own_model_and_loader_classes_without_a_fork(tmp_path):
     (tmp_path / "mine.py").write_text(
         "import numpy as np, torch\n"
         "from difformer.data import NodeDataset\n"
-        "from difformer.data.graph import self_loops\n"
+        "from difformer.data.preprocess import self_loops\n"
         "from difformer.data.splits import RandomFractionSplit\n"
         "class TwoLayer(torch.nn.Module):\n"
         "    def __init__(self, in_channels, out_channels, width=16):\n"

@@ -7,9 +7,12 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_the_wheel_runs_outside_the_checkout(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
@@ -30,7 +33,7 @@ def test_the_wheel_runs_outside_the_checkout(tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = subprocess.run([str(python), "-c", "import difformer.config as c; "
+    where = subprocess.run([str(python), "-c", "import difformer.config.core as c; "
                             "print(c.CONFIG_DIR)"], cwd=work, env=env, capture_output=True,
                            text=True, check=True).stdout.strip()
     assert where.startswith(purelib) and where.endswith("difformer/configs"), where

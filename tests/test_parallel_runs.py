@@ -4,6 +4,9 @@ import json
 import signal
 import time
 
+import pytest
+from omegaconf import OmegaConf
+
 from test_run_loop import comparable, finish, read, start, wait_for_epoch
 
 ARGS = ["trainer.runs=3", "trainer.epochs=150", "model.hidden_channels=16", "model.dropout=0.2",
@@ -45,12 +48,12 @@ def test_parallel_runs_equal_the_sequential_runs_and_resume_after_sigterm(tmp_pa
 
 def test_a_failing_worker_is_named_and_nothing_is_collected(compose, tmp_path):
     from difformer.train.loggers import NullLogger
-    from difformer.processes import stopped_by
+    from difformer.system.processes import stopped_by
     from difformer.train.parallel_runs import Workers
 
     cfg = compose("trainer.runs=3", "trainer.epochs=2", "model.hidden_channels=0")
     try:
-        Workers(cfg, tmp_path, 3, 2, threads=2).finish(NullLogger())
+        Workers(OmegaConf.to_container(cfg, resolve=True), tmp_path, 3, 2, threads=2).finish(NullLogger())
     except RuntimeError as err:
         message = str(err)
     else:
@@ -64,6 +67,7 @@ def test_a_failing_worker_is_named_and_nothing_is_collected(compose, tmp_path):
     assert [stopped_by(c) for c in (143, 130, -15, -2, 1, 0)] == [15, 2, 15, 2, None, None]
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_a_sequential_attempt_continues_in_parallel_workers(tmp_path):
     reference = tmp_path / "sequential"
     finish(*ARGS, "threads=1", f"hydra.run.dir={reference}")
@@ -91,20 +95,24 @@ def test_parallel_runs_without_checkpoints_still_collect_the_runs(tmp_path):
     assert summary["n_runs"] == 2 and [r["run"] for r in summary["runs"]] == [0, 1]
 
 
+def container(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
 def test_workers_leave_the_cells_curves_to_the_parent(compose):
     from difformer.train.parallel_runs import worker_config
 
-    job = worker_config(compose("logger=[jsonl,csv]"), [0, 2], 1)
+    job = worker_config(container(compose("logger=[jsonl,csv]")), [0, 2], 1)
     assert job.logger.jsonl.curves is False and "csv" in job.logger
-    assert worker_config(compose(), [1], 1).logger.jsonl.curves is False
+    assert worker_config(container(compose()), [1], 1).logger.jsonl.curves is False
 
 
 def test_a_parent_failing_while_its_workers_train_stops_them(compose, tmp_path, monkeypatch):
     """The workers start before the parent loads its data; when that load fails, the parent
     passes SIGTERM on to them, waits, and raises: they stop at an epoch's end with their last
     checkpoints saved (the same command resumes them)."""
-    import difformer.runner as runner
-    from difformer.cli import run
+    import difformer.modes.train as runner
+    from difformer.invocation import run
     from difformer.train.parallel_runs import worker_dir
 
     started = []
@@ -137,8 +145,8 @@ def test_a_parent_failing_while_its_workers_train_stops_them(compose, tmp_path, 
 def test_auto_picks_the_fewest_workers_that_keep_every_core_busy():
     import torch
 
-    from difformer.runner import parallel_workers
-    from difformer.settings import TrainerSettings
+    from difformer.modes.train import parallel_workers
+    from difformer.config.settings import TrainerSettings
     from difformer.train.parallel_runs import balanced_workers
 
     cases = {(5, 2): 3, (4, 2): 2, (3, 2): 3, (10, 4): 5, (9, 4): 5, (8, 4): 4, (2, 8): 2,
@@ -150,6 +158,7 @@ def test_auto_picks_the_fewest_workers_that_keep_every_core_busy():
     assert parallel_workers(fixed, torch.device("cpu")) == 4
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_auto_on_two_threads_trains_three_runs_in_three_workers(tmp_path):
     run_dir = tmp_path / "r"
     proc = finish("trainer.runs=3", "trainer.epochs=3", "model.hidden_channels=8",

@@ -9,15 +9,23 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import train_py
-from difformer import aggregate, reproduce
-from difformer.cli import CONFIG_DIR, run
+from difformer.config.core import config_hash
+from difformer.reproduction import aggregate, cells, reproduce
+from difformer.reproduction import report as table_report
+from difformer.config.core import CONFIG_DIR
+from difformer.invocation import run
 from difformer.data import DatasetUnavailable
 
 EXPERIMENTS = sorted(str(p.relative_to(CONFIG_DIR / "experiment").with_suffix(""))
                      for p in (CONFIG_DIR / "experiment").rglob("*.yaml")
                      if p.parent != CONFIG_DIR / "experiment")
 # one epoch over HIV's 32,901 train molecules takes 30-230 s on one core: make test-slow
-SMOKED = [pytest.param(e, marks=pytest.mark.slow) if e.startswith("paper/molhiv/") else e
+# the HIV cells and the 20News DIFFormer-a cells (20-40 s each here) run in make test-slow
+SMOKED = [pytest.param(e, marks=pytest.mark.slow)
+          if e.startswith("paper/molhiv/")
+          or (e.startswith("paper/table3/20news_") and e.endswith("_a"))
+          or e == "paper/enzymes/enzymes_difformer_s_graph"
+          else e
           for e in EXPERIMENTS]
 
 
@@ -26,6 +34,7 @@ def reproduce_main(capsys, *args):
     return capsys.readouterr().out
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_smoke_table_end_to_end_then_resume(tmp_path, capsys):
     out = reproduce_main(capsys, "--table", "smoke", "--out", str(tmp_path))
     assert "2 cells: 2 to run, 0 skipped" in out
@@ -79,6 +88,7 @@ def test_only_names_cells_of_the_table(tmp_path):
         reproduce.main(["--table", "1", "--out", str(tmp_path), "--only", "cora_gcnn"])
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_unavailable_data_is_reported_and_not_retried(tmp_path, capsys, monkeypatch):
     empty = tmp_path / "no-data"
     empty.mkdir()
@@ -105,12 +115,12 @@ def test_unavailable_data_is_reported_and_not_retried(tmp_path, capsys, monkeypa
     (None, None, 85.9, 0.4, "not run"),
 ])
 def test_verdict_rule(ours, ours_std, paper, paper_std, expected):
-    assert reproduce.verdict(ours, ours_std, paper, paper_std) == expected
+    assert table_report.verdict(ours, ours_std, paper, paper_std) == expected
 
 
 def test_unknown_table_lists_the_tables():
     with pytest.raises(SystemExit, match="unknown table '9'; allowed: .*paper/table1.*smoke"):
-        reproduce.table_group("9")
+        cells.table_group("9")
 
 
 def fake_job(root, name, overrides, tests, valids=None):
@@ -203,6 +213,7 @@ def test_launcher_configs_compose(launcher, target):
         assert cfg.hydra.launcher.timeout_min == 720 and cfg.hydra.launcher.gpus_per_node == 1
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_a_sweep_resumes_by_skipping_finished_jobs(tmp_path):
     args = ["-m", "model.num_layers=1,2", "trainer.runs=1", "trainer.epochs=2",
             f"hydra.sweep.dir={tmp_path}"]
@@ -232,17 +243,17 @@ def test_readme_block_is_replaced(tmp_path):
     readme.write_text("intro\n<!-- results:smoke:start -->\nold\n<!-- results:smoke:end -->\ntail\n")
     report = tmp_path / "smoke.md"
     report.write_text("# smoke: ours beside the paper\n\n| cell |\n| --- |\n| a |\n")
-    reproduce.update_readme(readme, report)
+    table_report.update_readme(readme, report)
     assert readme.read_text() == ("intro\n<!-- results:smoke:start -->\n| cell |\n| --- |\n| a |\n"
                                   "<!-- results:smoke:end -->\ntail\n")
     with pytest.raises(SystemExit, match="no <!-- results:other:start -->"):
-        reproduce.update_readme(readme, report.rename(tmp_path / "other.md"))
+        table_report.update_readme(readme, report.rename(tmp_path / "other.md"))
 
 
 def test_config_hash_ignores_nulls_and_volatile_keys(compose):
     from omegaconf import open_dict
 
-    from difformer.config import config_hash
+    from difformer.config.core import config_hash
 
     base = compose("dataset=cora", "model=difformer_s")
     same = compose("dataset=cora", "model=difformer_s", "trainer.device=cpu", "threads=1",
@@ -289,15 +300,15 @@ def test_committed_records_are_for_the_cells_current_settings_and_explained(path
     """A change to a measured cell's settings must be deliberate: re-measure it or drop its
     record (the report would otherwise show an old number beside new settings)."""
     record = json.loads(path.read_text())
-    group = reproduce.table_group(path.parent.name.removeprefix("table"))
-    cfg = reproduce.compose_cell(f"{group}/{path.stem}", record["overrides"])
-    assert record["config_hash"] == reproduce.config_hash(cfg)
+    group = cells.table_group(path.parent.name.removeprefix("table"))
+    cfg = cells.compose_cell(f"{group}/{path.stem}", record["overrides"])
+    assert record["config_hash"] == config_hash(cfg)
     assert record["cell"] == path.stem and record["summary"]["n_runs"] >= 1
     # every `outside` verdict says why: the cause found, or "unknown" and what was ruled out
     paper = OmegaConf.to_container(cfg.paper, resolve=True)
-    cell = reproduce.Cell(f"{group}/{path.stem}", path.parent, record["config_hash"], paper,
+    cell = cells.Cell(f"{group}/{path.stem}", path.parent, record["config_hash"], paper,
                           status="done", summary=record["summary"])
-    if reproduce.row(cell)["verdict"] == "outside":
+    if table_report.row(cell)["verdict"] == "outside":
         assert len(paper.get("outside_note") or "") > 20, f"{path.stem}: no paper.outside_note"
 
 

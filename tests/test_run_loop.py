@@ -73,8 +73,10 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", [
-    "fullgraph", "minibatch",
-    pytest.param("graph", marks=needs_data("TUDataset/ENZYMES/raw/ENZYMES_A.txt")),
+    "fullgraph",  # the default tier's kill-and-resume case; the others run in make test-slow
+    pytest.param("minibatch", marks=pytest.mark.slow),
+    pytest.param("graph", marks=[pytest.mark.slow,
+                                 needs_data("TUDataset/ENZYMES/raw/ENZYMES_A.txt")]),
     pytest.param("temporal", marks=[pytest.mark.slow, needs_data(
         "pytorch_geometric_temporal/dataset/chickenpox.json")])])
 def test_sigterm_then_resume_equals_an_uninterrupted_run(case, tmp_path):
@@ -104,6 +106,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(case, tmp_path):
     assert read(stopped / "status.json")["status"] == "finished"
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_sigkill_resumes_from_the_periodic_last_checkpoint(tmp_path):
     args = [*CASES["fullgraph"], "trainer.progress=false", "trainer.checkpoint_every=5"]
     reference = tmp_path / "reference"
@@ -121,7 +124,7 @@ def test_sigkill_resumes_from_the_periodic_last_checkpoint(tmp_path):
 
 def test_an_exception_inside_the_loop_reaches_console_and_status(tmp_path):
     """A failure injected in epoch 2 (a full disk, say) is reported as itself."""
-    inject = ("import sys, difformer.train.tasks as t, difformer.cli as cli\n"
+    inject = ("import sys, difformer.train.tasks.node as t, difformer.cli as cli\n"
               "orig = t.FullGraphEpoch.train_epoch\n"
               "def boom(self, epoch, progress=None):\n"
               "    if epoch == 2: raise OSError(28, 'No space left on device')\n"
@@ -180,6 +183,7 @@ def test_heartbeat_inside_long_minibatch_epochs():
                                               for s in (1, 2, 3)]
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @needs_data("Planetoid/Cora/raw/ind.cora.x")
 def test_one_run_reproduces_alone_with_split_seed(tmp_path):
     common = ["dataset=cora", "model=difformer_s", "model.num_layers=2", "trainer.epochs=20",
@@ -199,7 +203,7 @@ def test_one_run_reproduces_alone_with_split_seed(tmp_path):
 
 
 def test_aggregate_counts_each_seed_once_and_lists_failures(tmp_path):
-    from difformer import aggregate
+    from difformer.reproduction import aggregate
 
     proc = train_py("-m", "seed=1,2", "trainer.runs=2", "trainer.epochs=3",
                     f"hydra.sweep.dir={tmp_path}")
@@ -220,6 +224,7 @@ def test_aggregate_counts_each_seed_once_and_lists_failures(tmp_path):
     assert rows[0]["test_mean"] == pytest.approx(sum(tests.values()) / 3)
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_a_schedulers_checkpoint_signal_saves_then_hands_over(tmp_path):
     """As submitit does under hydra/launcher=slurm: a Python handler waits for SIGUSR2 (it
     requeues the job). The run saves its last checkpoint at the epoch's end, then calls it."""
@@ -253,7 +258,7 @@ def test_evaluation_schedule_is_the_official_one():
     """Pokec's pair: 500 epochs, every 9th from 0 -> 0, 9, ..., 495 (56 evaluations), not 499."""
     from types import SimpleNamespace
 
-    from difformer.train.tasks import NodeTask
+    from difformer.train.tasks.node import NodeTask
 
     def schedule(eval_last):
         task = SimpleNamespace(trainer=SimpleNamespace(eval_step=9, eval_last=eval_last))

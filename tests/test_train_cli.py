@@ -10,9 +10,9 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, needs_data, train_py
-from difformer.cli import run
-from difformer.config import ConfigError
-from difformer.settings import validate
+from difformer.invocation import run
+from difformer.config.core import ConfigError
+from difformer.invocation import validate
 
 FAST = ["trainer.runs=2", "trainer.epochs=15"]
 
@@ -92,6 +92,7 @@ def test_eval_with_another_dataset_names_what_differs(digits_run, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @needs_data("Planetoid/Cora/raw/ind.cora.x")
 def test_cora_short_run_learns_and_round_trips(tmp_path):
     out = tmp_path / "cora"
@@ -220,6 +221,7 @@ def test_a_joblib_multirun_shares_the_cores(tmp_path):
     assert threads == [max(1, cores // 2)] * 2
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_debug_configs(tmp_path):
     train_py("debug=default", f"hydra.run.dir={tmp_path / 'default'}")
     summary = read_summary(tmp_path / "default")

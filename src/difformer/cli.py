@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .config import CONFIG_DIR, ConfigError, config_hash, register_resolvers
-from .rundir import inspect, move_aside, read_json, remove_if_untouched, write_status
+from .config.core import CONFIG_DIR, ConfigError, declared_keys, register_resolvers, undeclared_key
+from .runs.rundir import CONFIG, STATUS, read_json, remove_if_untouched
+from .system.allocator import AllocatorError, reexec_if_requested
 
 register_resolvers()
 
@@ -36,8 +36,6 @@ def group_options(group: str) -> list[str]:
 
 def preflight(argv: list[str]) -> str | None:
     """The first problem with the command line's group choices and added keys, if any."""
-    from .config import declared_keys, undeclared_key
-
     # your own loader (dataset=custom) reads keys no config declares
     own_loader = any(a.startswith(("dataset=custom", "dataset._target_=")) for a in argv)
     for arg in argv:
@@ -63,109 +61,15 @@ def preflight(argv: list[str]) -> str | None:
     return None
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Check the settings, decide what the run directory holds, and dispatch on the mode."""
-    from .settings import build_probe, resolve
-    from .train import distributed
-    from .train.io import write_text
-
-    settings = resolve(cfg)  # also resolves trainer=auto in cfg, before it is hashed
-    probe = build_probe(settings)
-    if distributed.rank() > 0:  # torchrun: rank 0 owns the run directory
-        from .runner import train
-
-        return train(settings, probe, cfg, run_dir)
-    settings_hash = config_hash(cfg)
-    if settings.mode == "train":
-        from .runner import check_trainer, task_of
-
-        check_trainer(settings, *task_of(settings), probe)  # before the run directory is touched
-        state = inspect(run_dir, settings_hash) if settings.resume else None
-        if state is not None and state.state == "finished":
-            print(f"already finished with the same settings: {run_dir} (skipped; resume=false "
-                  "runs it again)", flush=True)
-            return state.summary
-        if state is None or state.state != "resumable":
-            stale = move_aside(run_dir)
-            if stale is not None:
-                print(f"moved a previous attempt's files to {stale}", flush=True)
-    ckpt = None
-    if settings.mode in ("eval", "inspect"):  # a bad checkpoint is refused before any write
-        from .train.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(settings.checkpoint)
-    threads = settings.threads or parallel_job_threads()
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    from omegaconf import OmegaConf
-
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    print(f"run directory: {run_dir}", flush=True)
-    if settings.mode == "inspect":
-        from .inspect_report import inspect_checkpoint
-
-        return inspect_checkpoint(settings, cfg, run_dir, ckpt)
-    if settings.mode == "eval":
-        from .evaluate import evaluate_checkpoint
-
-        return evaluate_checkpoint(settings, ckpt, cfg, run_dir)
-    from .runner import train
-
-    write_status(run_dir, "running", settings_hash)
-    summary = train(settings, probe, cfg, run_dir)
-    write_status(run_dir, "finished", settings_hash)
-    return summary
-
-
-def parallel_job_threads() -> int | None:
-    """Under a parallel launcher (joblib, n_jobs = k), each job takes cores / k torch threads,
-    so k jobs do not oversubscribe the machine (``threads=`` overrides)."""
-    import os
-
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    launcher = HydraConfig.get().get("launcher") or {}
-    if "joblib" not in str(launcher.get("_target_", "")):
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    jobs = int(launcher.get("n_jobs") or 1)
-    jobs = cores if jobs < 1 else jobs  # joblib's -1: one job per core
-    return max(1, (cores or 1) // jobs)
-
-
-def _safe_hash(cfg: DictConfig) -> str | None:
-    try:
-        return config_hash(cfg)
-    except Exception:  # noqa: BLE001 - a config too broken to hash still gets a status
-        return None
-
-
-def record_failure(run_dir: Path, cfg: DictConfig, err: BaseException) -> None:
-    """status.json says why the run stopped: the real exception, with its traceback."""
-    from .data import DatasetUnavailable
-    from .train.lifecycle import Interrupted
-
-    if isinstance(err, Interrupted):
-        write_status(run_dir, "interrupted", _safe_hash(cfg), error=str(err),
-                     signal=err.signum)
-        return
-    status = "unavailable" if isinstance(err, DatasetUnavailable) else "failed"
-    write_status(run_dir, status, _safe_hash(cfg), error=f"{type(err).__name__}: {err}",
-                 missing_path=getattr(err, "path", None),
-                 traceback=traceback.format_exception(type(err), err, err.__traceback__))
-
-
 def _hydra_main(cfg: DictConfig) -> float | None:
     """Returns the mean validation score, the objective of Hydra sweepers (e.g. Optuna)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    # start-up time: torch, PyG and the modes are imported once the command line is checked
     from .data import DataError, DatasetUnavailable
     from .data.safe_pickle import UnsafeDataFile
+    from .invocation import record_failure, run
     from .train.checkpoint import CheckpointError
     from .train.lifecycle import Interrupted, NonFiniteLoss
 
@@ -226,7 +130,7 @@ class MultirunReport(Callback):
         marker = sweep / self.MARKER
         since = marker.stat().st_mtime if marker.exists() else float("-inf")
         failed, unavailable = [], []
-        for path in sorted(sweep.glob("*/status.json")):
+        for path in sorted(sweep.glob(f"*/{STATUS}")):
             if path.stat().st_mtime < since:
                 continue  # an earlier attempt's job
             status = read_json(path) or {}
@@ -250,7 +154,7 @@ def _resume_argv(argv: list[str]) -> list[str]:
                                                                        "True", "False"):
             path = Path(arg.split("=", 1)[1])
             saved = path / ".hydra" / "overrides.yaml"
-            if not (path / "config.yaml").exists() or not saved.exists():
+            if not (path / CONFIG).exists() or not saved.exists():
                 print(f"error: resume={path}: not a run directory (no config.yaml and "
                       ".hydra/overrides.yaml)", file=sys.stderr, flush=True)
                 sys.exit(2)
@@ -264,8 +168,6 @@ def _resume_argv(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    from .allocator import AllocatorError, reexec_if_requested
-
     try:
         reexec_if_requested()  # DIFFORMER_ALLOCATOR=mimalloc: this command again, preloaded
     except AllocatorError as err:

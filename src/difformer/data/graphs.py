@@ -23,8 +23,6 @@ import torch
 
 from .splits import Split, SplitProtocol
 
-FEATURE_KINDS = ("ogb_atom", "ogb_bond", "categorical", "dense")
-
 
 @dataclass
 class GraphDataset:
@@ -218,62 +216,3 @@ def with_positional_encodings(dataset: GraphDataset, needs: dict, cache_dir: Pat
             start += n
         dataset.pe[name] = k
     return dataset
-
-
-# ---------------------------------------------------------------- split protocols
-
-
-@dataclass
-class RandomGraphSplit(SplitProtocol):
-    """A seeded random ``train_ratio`` / ``valid_ratio`` / rest split of the graphs, a new one
-    per run (seed + run)."""
-    num_graphs: int
-    train_ratio: float = 0.8
-    valid_ratio: float = 0.1
-
-    def __post_init__(self):
-        if not (0 < self.train_ratio and 0 < self.valid_ratio
-                and self.train_ratio + self.valid_ratio < 1):
-            raise ValueError(f"train_ratio={self.train_ratio} and valid_ratio="
-                             f"{self.valid_ratio} must be > 0 and sum to less than 1")
-        rest = round(100 * (1 - self.train_ratio - self.valid_ratio))
-        self.description = (f"random {round(100 * self.train_ratio)}/"
-                            f"{round(100 * self.valid_ratio)}/{rest} of the graphs, a new "
-                            "split per run")
-
-    def split(self, run: int, seed: int) -> Split:
-        g = torch.Generator().manual_seed(seed + run)
-        idx = torch.randperm(self.num_graphs, generator=g)
-        a = int(self.train_ratio * self.num_graphs)
-        b = a + int(self.valid_ratio * self.num_graphs)
-        return Split(idx[:a], idx[a:b], idx[b:])
-
-
-@dataclass
-class StratifiedFolds(SplitProtocol):
-    """Stratified k-fold cross-validation (Errica et al., ICLR 2020, the usual TU protocol):
-    run r tests on fold r mod k; a stratified ``valid_ratio`` of the other folds is the
-    validation set (model selection), the rest trains. Folds come from the split seed."""
-    y: torch.Tensor
-    folds: int = 10
-    valid_ratio: float = 0.1
-
-    def __post_init__(self):
-        counts = torch.bincount(self.y)
-        if self.folds < 2 or int(counts[counts > 0].min()) < self.folds:
-            raise ValueError(f"folds={self.folds} needs at least that many graphs in every "
-                             f"class (smallest class: {int(counts[counts > 0].min())})")
-        self.description = (f"stratified {self.folds}-fold cross-validation, run i tests on "
-                            f"fold i, {round(100 * self.valid_ratio)} % of the rest validates")
-
-    def split(self, run: int, seed: int) -> Split:
-        from sklearn.model_selection import StratifiedKFold, train_test_split
-
-        y = self.y.numpy()
-        folds = list(StratifiedKFold(self.folds, shuffle=True, random_state=seed).split(
-            np.zeros(len(y)), y))
-        rest, test = folds[run % self.folds]
-        train, valid = train_test_split(rest, test_size=self.valid_ratio, stratify=y[rest],
-                                        random_state=seed + run)
-        return Split(*(torch.as_tensor(np.sort(a), dtype=torch.long)
-                       for a in (train, valid, test)))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .base import NodeDataset
-from .graph import prepare_edges, self_loops
+from .preprocess import prepare_edges, self_loops
 from .safe_pickle import check_zlib_pickle, safe_load
 from .sources import DataRoot
 from .splits import RandomClassSplit
@@ -44,7 +44,8 @@ def knn_edges(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def instance_dataset(name: str, x: torch.Tensor, y: torch.Tensor, opts) -> NodeDataset:
-    """L labelled per class / ``valid_num`` / the rest, a new split per run (docs/protocols.md §1.2)."""
+    """L labelled per class / ``valid_num`` / the rest, a new split per run
+    (docs/protocols.md §1.2)."""
     k = opts.get("knn_k")
     if k is not None and int(k) < 1:
         raise ValueError(f"dataset.knn_k must be >= 1 or null, got {k}")

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from .base import NodeDataset
-from .graph import prepare_edges
+from .preprocess import prepare_edges
 from .sources import DataRoot
-from .splits import FixedIndexSplit, FixedMaskSplits, RandomFractionSplit
+from .splits import FixedIndexSplit, FixedMaskSplits, RandomFractionSplit, SplitProtocol
 
 PROTEINS_URL = "http://snap.stanford.edu/ogb/data/nodeproppred/proteins.zip"
 POKEC_DRIVE_ID = "1dNs5E7BrWJbgcHeQ_zuy5Ozp2tRCWG0y"          # LINKX release of pokec.mat
@@ -69,7 +69,7 @@ def load_ogbn_proteins(name: str, opts, root: DataRoot) -> NodeDataset:
     return NodeDataset(
         name=name, x=x, y=y, edge_index=prepare_edges(edge_index, num_nodes, undirected=False),
         num_classes=max(int(y.max()) + 1, y.shape[1]),
-        splits=FixedIndexSplit(*(torch.tensor(raw[f"split_{k}"], dtype=torch.long)
+        splits=FixedIndexSplit(*(torch.tensor(raw[f"split_{k}"], dtype=torch.long)  # type: ignore[misc,arg-type]
                                  for k in ("train", "valid", "test")),
                                source="OGB species split"))
 
@@ -110,6 +110,7 @@ def load_pokec(name: str, opts, root: DataRoot) -> NodeDataset:
                          f"{tuple(x.shape)}, label {tuple(y.shape)}")
     edge_index = torch.as_tensor(mat["edge_index"], dtype=torch.long)
     split_mode = opts.get("split", "random")
+    splits: SplitProtocol
     if split_mode == "fixed":
         rel = opts.get("split_dir", "pokec/split_0.5_0.25")
         files = [f"{rel}/pokec_{s}.txt" for s in ("train", "valid", "test")]
@@ -119,7 +120,7 @@ def load_pokec(name: str, opts, root: DataRoot) -> NodeDataset:
             # the checkpoint scores are only comparable on the authors' split.
             raise root.unavailable(name, rel, "the authors' Google Drive folder "
                                    f"{POKEC_SPLITS_DRIVE_FOLDER} (pokec_{{train,valid,test}}.txt)")
-        splits = FixedIndexSplit(*(read_index_file(p) for p in found),
+        splits = FixedIndexSplit(*(read_index_file(p) for p in found),  # type: ignore[misc,arg-type]
                                  source=f"fixed split files {rel}")
     elif split_mode == "random":
         splits = RandomFractionSplit((y != -1).nonzero().view(-1),

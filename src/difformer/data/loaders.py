@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from .base import NodeDataset
-from .graph import prepare_edges, row_normalize
+from .preprocess import prepare_edges, row_normalize
 from .sources import DataRoot
 from .splits import FixedMaskSplits, RandomClassSplit
 
@@ -79,4 +79,5 @@ def load_heterophily_npz(name: str, opts, root: DataRoot) -> NodeDataset:
     return NodeDataset(name=name, x=row_normalize(x), y=y,
                        edge_index=prepare_edges(edges, x.shape[0]),
                        num_classes=int(y.max()) + 1,
-                       splits=FixedMaskSplits(*masks, source="filtered splits (Platonov et al.)"))
+                       splits=FixedMaskSplits(*masks,  # type: ignore[misc,arg-type]
+                                              source="filtered splits (Platonov et al.)"))

@@ -22,11 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .graphs import GraphDataset, RandomGraphSplit, load_npz, pack, save_npz, unpack
+from .graphs import GraphDataset, load_npz, pack, save_npz, unpack
 from .sources import DataError, DataRoot
-from .splits import FixedIndexSplit
-
-HIV_ROWS = 41_127
+from .splits import FixedIndexSplit, RandomFractionSplit, SplitProtocol
 
 
 def _rdkit():
@@ -107,13 +105,16 @@ def scaffold_split(smiles: list[str], frac_train: float = 0.8, frac_valid: float
     ordered = sorted(groups.values(), key=lambda ids: (len(ids), ids[0]), reverse=True)
     n = len(smiles)
     train_cut, valid_cut = frac_train * n, (frac_train + frac_valid) * n
-    train, valid, test = [], [], []
+    train: list[int] = []
+    valid: list[int] = []
+    test: list[int] = []
     for ids in ordered:
         if len(train) + len(ids) > train_cut:
             (test if len(train) + len(valid) + len(ids) > valid_cut else valid).extend(ids)
         else:
             train.extend(ids)
-    return tuple(np.sort(np.asarray(p, dtype=np.int64)) for p in (train, valid, test))
+    a, b, c = (np.sort(np.asarray(p, dtype=np.int64)) for p in (train, valid, test))
+    return a, b, c
 
 
 def file_digest(path: Path) -> str:
@@ -181,13 +182,14 @@ def molecule_dataset(name: str, arrays: dict, split_kind: str, opts, metric: str
                      split_source: str = "scaffold split 80/10/10") -> GraphDataset:
     task = _task_of(arrays["y"], opts.get("task"))
     graphs = unpack(arrays)
+    splits: SplitProtocol
     if split_kind == "scaffold":
-        splits = FixedIndexSplit(*(torch.as_tensor(arrays[f"split_{p}"])
+        splits = FixedIndexSplit(*(torch.as_tensor(arrays[f"split_{p}"])  # type: ignore[misc,arg-type]
                                    for p in ("train", "valid", "test")),
                                  source=split_source)
     else:
-        splits = RandomGraphSplit(len(graphs), float(opts.get("train_ratio", 0.8)),
-                                  float(opts.get("valid_ratio", 0.1)))
+        splits = RandomFractionSplit.of_graphs(len(graphs), float(opts.get("train_ratio", 0.8)),
+                                               float(opts.get("valid_ratio", 0.1)))
     classify = task == "classification"
     return GraphDataset(name=name, graphs=graphs, num_classes=arrays["y"].shape[1],
                         splits=splits, node_input="ogb_atom", num_features=9,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .base import NodeDataset
-from .graph import prepare_edges, self_loops
+from .preprocess import prepare_edges, self_loops
 from .sources import DataError
 from .splits import FixedIndexSplit, FixedMaskSplits, RandomClassSplit, RandomFractionSplit
 
@@ -91,11 +91,11 @@ def _splits(arrays: dict, opts, y, labelled, task):
     if all(arrays.get(f"{k}_mask") is not None for k in ("train", "valid", "test")):
         masks = [_tensor(arrays[f"{k}_mask"], torch.bool) for k in ("train", "valid", "test")]
         masks = [m if m.dim() == 2 else m.unsqueeze(0) for m in masks]
-        return FixedMaskSplits(*masks, source="splits from the file")
+        return FixedMaskSplits(*masks, source="splits from the file")  # type: ignore[misc,arg-type]
     if all(arrays.get(f"{k}_idx") is not None for k in ("train", "valid", "test")):
         idx = [_tensor(arrays[f"{k}_idx"], torch.long).reshape(-1)
                for k in ("train", "valid", "test")]
-        return FixedIndexSplit(*idx, source="split from the file")
+        return FixedIndexSplit(*idx, source="split from the file")  # type: ignore[misc,arg-type]
     if opts.get("labels_per_class") is not None:
         if task != "classification":
             raise DataError("dataset.labels_per_class needs classification labels")

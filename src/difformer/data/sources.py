@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from .safe_pickle import check_torch_files
 
@@ -40,7 +41,7 @@ class DataRoot:
     offline: bool = False
 
     @classmethod
-    def from_config(cls, paths) -> "DataRoot":
+    def from_config(cls, paths) -> DataRoot:
         offline = str(paths.get("offline", False)).lower() in ("1", "true", "yes")
         return cls(Path(paths.data_dir).expanduser().resolve(),
                    Path(paths.cache_dir).expanduser().resolve(), offline)

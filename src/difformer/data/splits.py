@@ -1,12 +1,14 @@
 """Split protocols (docs/protocols.md §1 and §8 item 7).
 
 A dataset owns one :class:`SplitProtocol`; ``protocol.split(run, seed)`` gives the
-(train, valid, test) node indices of run ``run`` of an experiment seeded with ``seed``.
+(train, valid, test) item indices -- nodes of a node dataset, graphs of a graph dataset -- of
+run ``run`` of an experiment seeded with ``seed``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,13 +26,14 @@ def class_balanced_split(y: Tensor, per_class: int, valid_num: int, test_num: in
     the rest pooled and shuffled; the first ``valid_num`` are valid, the next ``test_num``
     (all remaining when None) are test."""
     idx = torch.arange(y.shape[0])
-    train, rest = [], []
+    train: list[Tensor] = []
+    rest_parts: list[Tensor] = []
     for c in y.unique():
         idx_c = idx[y == c]
         perm = idx_c[torch.randperm(idx_c.shape[0], generator=generator)]
         train.append(perm[:per_class])
-        rest.append(perm[per_class:])
-    rest = torch.cat(rest)
+        rest_parts.append(perm[per_class:])
+    rest = torch.cat(rest_parts)
     rest = rest[torch.randperm(rest.shape[0], generator=generator)]
     end = None if test_num is None else valid_num + test_num
     return Split(torch.cat(train), rest[:valid_num], rest[valid_num:end])
@@ -97,25 +100,35 @@ class FixedMaskSplits(SplitProtocol):
 
 @dataclass
 class RandomFractionSplit(SplitProtocol):
-    """Official ``rand_train_test_idx``: over the labelled nodes (label != -1), a random
-    ``train_prop`` / ``valid_prop`` / rest split, a new one per run (seeded ``seed + run``)."""
-    labelled: Tensor
+    """Official ``rand_train_test_idx``: over ``items`` (the labelled nodes, label != -1, or
+    every graph of a graph dataset), a random ``train_prop`` / ``valid_prop`` / rest split, a
+    new one per run (seeded ``seed + run``)."""
+    items: Tensor
     train_prop: float
     valid_prop: float
+    of: str = "over labelled nodes"                        # what ``items`` are, in words
+    keys: tuple[str, str] = ("train_prop", "valid_prop")   # their config keys, for errors
 
     def __post_init__(self):
-        if not (0 < self.train_prop and 0 < self.valid_prop
+        if not (self.train_prop > 0 and self.valid_prop > 0
                 and self.train_prop + self.valid_prop < 1):
-            raise ValueError(f"train_prop={self.train_prop} and valid_prop={self.valid_prop} "
-                             "must be > 0 and sum to less than 1")
+            raise ValueError(f"{self.keys[0]}={self.train_prop} and {self.keys[1]}="
+                             f"{self.valid_prop} must be > 0 and sum to less than 1")
         rest = round(100 * (1 - self.train_prop - self.valid_prop))
         self.description = (f"random {round(100 * self.train_prop)}/"
-                            f"{round(100 * self.valid_prop)}/{rest} over labelled nodes, "
+                            f"{round(100 * self.valid_prop)}/{rest} {self.of}, "
                             "a new split per run")
+
+    @classmethod
+    def of_graphs(cls, num_graphs: int, train_ratio: float = 0.8,
+                  valid_ratio: float = 0.1) -> RandomFractionSplit:
+        """The same protocol over the graphs of a graph dataset."""
+        return cls(torch.arange(num_graphs), train_ratio, valid_ratio, "of the graphs",
+                   ("train_ratio", "valid_ratio"))
 
     def split(self, run: int, seed: int) -> Split:
         g = torch.Generator().manual_seed(seed + run)
-        idx = self.labelled[torch.randperm(self.labelled.numel(), generator=g)]
+        idx = self.items[torch.randperm(self.items.numel(), generator=g)]
         n_train = int(self.train_prop * idx.numel())
         n_valid = int(self.valid_prop * idx.numel())
         return Split(idx[:n_train], idx[n_train:n_train + n_valid], idx[n_train + n_valid:])
@@ -135,3 +148,33 @@ class FixedIndexSplit(SplitProtocol):
 
     def split(self, run: int, seed: int) -> Split:
         return Split(self.train, self.valid, self.test)
+
+
+@dataclass
+class StratifiedFolds(SplitProtocol):
+    """Stratified k-fold cross-validation (Errica et al., ICLR 2020, the usual TU protocol):
+    run r tests on fold r mod k; a stratified ``valid_ratio`` of the other folds is the
+    validation set (model selection), the rest trains. Folds come from the split seed."""
+    y: torch.Tensor
+    folds: int = 10
+    valid_ratio: float = 0.1
+
+    def __post_init__(self):
+        counts = torch.bincount(self.y)
+        if self.folds < 2 or int(counts[counts > 0].min()) < self.folds:
+            raise ValueError(f"folds={self.folds} needs at least that many graphs in every "
+                             f"class (smallest class: {int(counts[counts > 0].min())})")
+        self.description = (f"stratified {self.folds}-fold cross-validation, run i tests on "
+                            f"fold i, {round(100 * self.valid_ratio)} % of the rest validates")
+
+    def split(self, run: int, seed: int) -> Split:
+        from sklearn.model_selection import StratifiedKFold, train_test_split
+
+        y = self.y.numpy()
+        folds = list(StratifiedKFold(self.folds, shuffle=True, random_state=seed).split(
+            np.zeros(len(y)), y))
+        rest, test = folds[run % self.folds]
+        train, valid = train_test_split(rest, test_size=self.valid_ratio, stratify=y[rest],
+                                        random_state=seed + run)
+        return Split(*(torch.as_tensor(np.sort(a), dtype=torch.long)
+                       for a in (train, valid, test)))

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from .graphs import GraphDataset, RandomGraphSplit, StratifiedFolds
+from .graphs import GraphDataset
+from .safe_pickle import safe_load_tensors
 from .sources import DataError, DataRoot
-from .splits import FixedIndexSplit
+from .splits import FixedIndexSplit, RandomFractionSplit, StratifiedFolds
 
 TU_URL = "https://www.chrsmrrs.com/graphkerneldatasets"
 ZINC_URL = "https://www.dropbox.com/s/feo9qle74kg48gy/molecules.zip?dl=1"
@@ -50,7 +51,7 @@ def load_tu(name: str, opts, root: DataRoot) -> GraphDataset:
         graphs.append(data)
     y = torch.cat([g.y for g in graphs])
     splits = StratifiedFolds(y, int(opts.get("folds", 10))) if split == "cv10" else \
-        RandomGraphSplit(len(graphs))
+        RandomFractionSplit.of_graphs(len(graphs))
     edge_dim = graphs[0].edge_attr.shape[1] if graphs and "edge_attr" in graphs[0] else 0
     return GraphDataset(name=name, graphs=graphs, num_classes=int(y.max()) + 1, splits=splits,
                         node_input="dense", num_features=int(graphs[0].x.shape[1]),
@@ -61,10 +62,8 @@ def load_tu(name: str, opts, root: DataRoot) -> GraphDataset:
 def _zinc_part(raw, part: str, subset: bool) -> list:
     from torch_geometric.data import Data
 
-    from .safe_pickle import safe_load_tensors
-
     mols = safe_load_tensors(raw / f"{part}.pickle")
-    indices = range(len(mols))
+    indices: list[int] | range = range(len(mols))
     if subset:
         text = (raw / f"{part}.index").read_text().strip().strip(",")
         indices = [int(i) for i in text.split(",")]

@@ -13,8 +13,8 @@ edge_attr, ...)`` and name the positional encodings they read (``positional_enco
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch.nn as nn
 
@@ -95,7 +95,7 @@ class _Models(dict):
         return builder
 
     def get(self, name, default=None):
-        return self[name] if name in self else default
+        return self[name] if name in self else default  # noqa: SIM401 - this is get()
 
     def items(self):
         return [(n, self[n]) for n in self]
@@ -109,7 +109,7 @@ MODELS = _Models.fromkeys(_REGISTRY)
 
 def model_class(name: str) -> Callable[..., nn.Module]:
     """The builder registered as ``name`` (importing its module now)."""
-    return MODELS[name]
+    return MODELS[name]  # type: ignore[return-value]
 
 
 def build_model(name: str, in_channels: int, out_channels: int, **kwargs) -> nn.Module:

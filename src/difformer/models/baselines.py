@@ -10,12 +10,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.nn import (APPNP, GATConv, GCNConv, JumpingKnowledge, MixHopConv,
-                                SGConv)
+from torch_geometric.nn import APPNP, GATConv, GCNConv, JumpingKnowledge, MixHopConv, SGConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 
-def _check(num_layers: int, dropout: float) -> None:
+def check_depth_dropout(num_layers: int, dropout: float) -> None:
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
     if not 0.0 <= dropout <= 1.0:
@@ -29,7 +28,7 @@ class MLP(nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
                  num_layers: int = 2, dropout: float = 0.5, use_bn: bool = True):
         super().__init__()
-        _check(num_layers, dropout)
+        check_depth_dropout(num_layers, dropout)
         dims = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.lins = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.bns = nn.ModuleList(nn.BatchNorm1d(hidden_channels) if use_bn else nn.Identity()
@@ -50,7 +49,7 @@ class GCN(nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
                  num_layers: int = 2, dropout: float = 0.5, use_bn: bool = False):
         super().__init__()
-        _check(num_layers, dropout)
+        check_depth_dropout(num_layers, dropout)
         dims = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.convs = nn.ModuleList(GCNConv(a, b, cached=False)
                                    for a, b in zip(dims[:-1], dims[1:]))
@@ -74,7 +73,7 @@ class GAT(nn.Module):
                  num_layers: int = 2, heads: int = 8, out_heads: int = 1,
                  dropout: float = 0.6):
         super().__init__()
-        _check(num_layers, dropout)
+        check_depth_dropout(num_layers, dropout)
         self.convs = nn.ModuleList()
         dim = in_channels
         for _ in range(num_layers - 1):
@@ -114,7 +113,7 @@ class APPNPNet(nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
                  dropout: float = 0.5, K: int = 10, alpha: float = 0.1):
         super().__init__()
-        _check(1, dropout)
+        check_depth_dropout(1, dropout)
         self.lin1 = nn.Linear(in_channels, hidden_channels)
         self.lin2 = nn.Linear(hidden_channels, out_channels)
         self.prop = APPNP(K=K, alpha=alpha)
@@ -136,7 +135,7 @@ class JKNet(nn.Module):
                  num_layers: int = 2, dropout: float = 0.5, conv: str = "gcn",
                  jk_mode: str = "max", heads: int = 2):
         super().__init__()
-        _check(num_layers, dropout)
+        check_depth_dropout(num_layers, dropout)
         if conv not in ("gcn", "gat"):
             raise ValueError(f"conv={conv!r} is not allowed; use 'gcn' or 'gat'")
         if jk_mode not in ("max", "cat", "lstm"):
@@ -171,7 +170,7 @@ class MixHop(nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
                  num_layers: int = 2, dropout: float = 0.5, hops: int = 2):
         super().__init__()
-        _check(num_layers, dropout)
+        check_depth_dropout(num_layers, dropout)
         powers = list(range(hops + 1))
         self.convs = nn.ModuleList()
         self.bns = nn.ModuleList()
@@ -198,7 +197,7 @@ class GPRGNN(nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
                  dropout: float = 0.5, K: int = 10, alpha: float = 0.1, dprate: float = 0.5):
         super().__init__()
-        _check(1, dropout)
+        check_depth_dropout(1, dropout)
         self.lin1 = nn.Linear(in_channels, hidden_channels)
         self.lin2 = nn.Linear(hidden_channels, out_channels)
         gamma = alpha * (1 - alpha) ** torch.arange(K + 1, dtype=torch.float)

@@ -27,56 +27,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
-from .gram_attention import gram_applies, gram_simple_attention
+from .attention.batched import graph_attention
+from .attention.gram import gram_applies, gram_simple_attention
+from .attention.kernels import (
+    answer_queries,
+    attention_matrix,
+    check_kernel,
+    key_summary,
+    linear_attention,
+    normalise_qk,
+    sigmoid_attention,
+    sigmoid_rows,
+)
 from .sparse_ops import OperandCache, SparseOperand, sparse_linear, to_operand, wants_sparse
-
-KERNELS = ("simple", "sigmoid", "simple_pernode")
 
 # CSR sparse-dense matmul is stable for what we use (spmm with autograd on the dense side).
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-
-
-def check_kernel(kernel: str) -> None:
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
-
-
-def normalise_qk(qs: Tensor, ks: Tensor, kernel: str) -> tuple[Tensor, Tensor]:
-    """``simple``: one Frobenius norm over the whole [N, H, h] tensor, as coded officially;
-    ``simple_pernode``: per-node L2."""
-    if kernel == "simple":
-        return qs / torch.norm(qs, p=2), ks / torch.norm(ks, p=2)
-    return F.normalize(qs, p=2, dim=-1), F.normalize(ks, p=2, dim=-1)
-
-
-def _key_summary(ks: Tensor, vs: Tensor, scale: Tensor | None = None
-                 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The keys' side of the (1 + s q.k) kernel: K^T V [H, M, D] and sum_j k_j [H, M], both
-    times ``scale`` (1 / (|Q|_F |K|_F) for the raw q, k of the official global normalisation;
-    None for already-normalised ones), and sum_j v_j [1, H, D]. Scaling these small sums
-    instead of dividing the [N, H, M] Q and K gives the same numbers up to rounding and saves
-    two N-sized divisions forward and backward."""
-    kvs = torch.einsum("lhm,lhd->hmd", ks, vs)
-    k_sum = ks.sum(dim=0)
-    if scale is not None:
-        kvs, k_sum = kvs * scale, k_sum * scale
-    return kvs, k_sum, vs.sum(dim=0).unsqueeze(0)
-
-
-def _answer_queries(qs: Tensor, summary: tuple[Tensor, Tensor, Tensor], n: int) -> Tensor:
-    """(sum_j v_j + q_i K^T V) / (q_i . sum_j k_j + n) for queries qs [R, H, M] -> [R, H, D].
-    The ``+ n`` is the kernel's constant 1 summed over the keys; as in the official code n is
-    the number of nodes."""
-    kvs, k_sum, v_sum = summary
-    numerator = torch.einsum("nhm,hmd->nhd", qs, kvs) + v_sum
-    return numerator / (torch.einsum("nhm,hm->nh", qs, k_sum).unsqueeze(-1) + n)
-
-
-def _linear_attention(qs: Tensor, ks: Tensor, vs: Tensor, scale: Tensor | None = None) -> Tensor:
-    """The simple kernels' all-pair attention: qs [N, H, M], ks [L, H, M], vs [L, H or 1, D]."""
-    return _answer_queries(qs, _key_summary(ks, vs, scale), qs.shape[0])
 
 
 def _propagate(adj: Tensor | SparseOperand, value: Tensor) -> Tensor:
@@ -88,75 +55,21 @@ def _propagate(adj: Tensor | SparseOperand, value: Tensor) -> Tensor:
     return out.reshape(-1, *value.shape[1:])
 
 
-def _sigmoid_rows(qs: Tensor, ks: Tensor, vs: Tensor) -> Tensor:
-    # (S V) / rowsum(S) equals (S / rowsum(S)) V but normalises N x D numbers instead of
-    # N x N, and batched matmuls over heads avoid einsum's permuted copies (~1.5x faster).
-    scores = torch.sigmoid(qs.transpose(0, 1) @ ks.permute(1, 2, 0))  # [H, N, L]
-    out = (scores @ vs.transpose(0, 1)) / scores.sum(dim=-1, keepdim=True)
-    return out.transpose(0, 1)
-
-
-def sigmoid_attention(qs: Tensor, ks: Tensor, vs: Tensor, chunk: int | None = None) -> Tensor:
-    """DIFFormer-a. With ``chunk``, query rows are processed ``chunk`` at a time and each block
-    is recomputed in the backward pass (activation checkpointing), so memory is O(N * chunk)
-    instead of O(N^2); the result is the same up to float rounding."""
-    if chunk is None or qs.shape[0] <= chunk:
-        return _sigmoid_rows(qs, ks, vs)
-    if not torch.is_grad_enabled():
-        return torch.cat([_sigmoid_rows(block, ks, vs) for block in qs.split(chunk)])
-    return torch.cat([checkpoint(_sigmoid_rows, block, ks, vs, use_reentrant=False)
-                      for block in qs.split(chunk)])
-
-
 def attention_conv(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str,
                    chunk: int | None = None, batch: Tensor | None = None,
                    num_graphs: int | None = None) -> Tensor:
     """All-pair diffusion of values ``vs`` [L, H|1, D] under ``kernel``; returns [N, H, D].
 
     With ``batch`` (a mini-batch of graphs) the pairs are those within each graph and every
-    constant is per graph (:mod:`.graph_attention`); without it, the official computation."""
+    constant is per graph (:mod:`.attention.batched`); without it, the official computation."""
     check_kernel(kernel)
     if batch is not None:
-        return _graph_attention(qs, ks, vs, kernel, chunk, batch, num_graphs)
+        return graph_attention(qs, ks, vs, kernel, chunk, batch, num_graphs)
     if kernel == "sigmoid":
         return sigmoid_attention(qs, ks, vs, chunk)
     if kernel == "simple":
-        return _linear_attention(qs, ks, vs, 1.0 / (torch.norm(qs, p=2) * torch.norm(ks, p=2)))
-    return _linear_attention(*normalise_qk(qs, ks, kernel), vs)
-
-
-def _graph_attention(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str, chunk: int | None,
-                     batch: Tensor, num_graphs: int | None) -> Tensor:
-    from . import graph_attention as ga
-
-    num_graphs = int(batch.max()) + 1 if num_graphs is None else num_graphs
-    if kernel == "sigmoid":
-        return ga.batched_sigmoid_attention(qs, ks, vs, batch, num_graphs, chunk)
-    if kernel == "simple":
-        scale = ga.per_graph_frobenius_scale(qs, ks, batch, num_graphs)
-        return ga.batched_linear_attention(qs, ks, vs, batch, num_graphs, scale)
-    qs, ks = normalise_qk(qs, ks, kernel)
-    return ga.batched_linear_attention(qs, ks, vs, batch, num_graphs)
-
-
-def attention_matrix(qs: Tensor, ks: Tensor, kernel: str, full_kernel: bool = False) -> Tensor:
-    """Attention weights [N, L, H] for visualisation (small N only).
-
-    For ``simple`` kernels the official ``get_attentions`` returns ``q.k / denominator``,
-    leaving out the constant ``1 / denominator`` part of the kernel; ``full_kernel=True``
-    adds it, giving rows that sum to one and reproduce the layer's attention output.
-    """
-    check_kernel(kernel)
-    if kernel == "sigmoid":
-        scores = torch.sigmoid(torch.einsum("nhm,lhm->nlh", qs, ks))
-        return scores / scores.sum(dim=1, keepdim=True)
-    qs, ks = normalise_qk(qs, ks, kernel)
-    n = qs.shape[0]
-    denominator = torch.einsum("nhm,hm->nh", qs, ks.sum(dim=0)).unsqueeze(1) + n  # [N, 1, H]
-    scores = torch.einsum("nhm,lhm->nlh", qs, ks)
-    if full_kernel:
-        scores = scores + 1.0
-    return scores / denominator
+        return linear_attention(qs, ks, vs, 1.0 / (torch.norm(qs, p=2) * torch.norm(ks, p=2)))
+    return linear_attention(*normalise_qk(qs, ks, kernel), vs)
 
 
 def fast_dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -253,7 +166,7 @@ class DIFFormerConv(nn.Module):
         if self.use_graph:
             if adj is None:
                 raise ValueError("use_graph=True needs an edge_index")
-            out = self.add_graph(out, _propagate(adj, value))
+            out = self.add_graph(out, _propagate(adj, value))  # type: ignore[arg-type]
         # the mean of one head is that head, exactly; squeeze saves a reduction and its backward
         return out.squeeze(1) if self.num_heads == 1 else out.mean(dim=1)
 
@@ -362,7 +275,7 @@ class DIFFormer(nn.Module):
             operand = self._input_cache.get(
                 (x, self.sparse_input),
                 lambda: to_operand(x) if wants_sparse(x, self.sparse_input) else None)
-        x = self.fcs[0](x) if operand is None else sparse_linear(operand, self.fcs[0])
+        x = self.fcs[0](x) if operand is None else sparse_linear(operand, self.fcs[0])  # type: ignore[arg-type]
         if self.use_bn:
             x = self.bns[0](x)
         return F.relu(x)
@@ -411,9 +324,9 @@ class DIFFormer(nn.Module):
 
         ``batch`` [N] (sorted, as PyG's ``Batch.batch``): the nodes are a mini-batch of graphs
         and attention stays within each graph, with per-graph constants (see
-        :mod:`.graph_attention`); each graph's output equals its output alone. Without it,
+        :mod:`.attention.batched`); each graph's output equals its output alone. Without it,
         the official one-graph computation, unchanged."""
-        z = self._encode(x, self._adjacency(x.shape[0], edge_index, edge_weight), batch)
+        z = self._encode(x, self._adjacency(x.shape[0], edge_index, edge_weight), batch)  # type: ignore[arg-type]
         return z if return_embeddings else self.fcs[-1](z)
 
     def encode(self, x: Tensor, edge_index: Tensor | None = None,
@@ -454,26 +367,28 @@ class DIFFormer(nn.Module):
         z0 = z
         for i, conv in enumerate(self.convs):
             shape = (n, conv.num_heads, conv.out_channels)
-            keys = torch.cat([conv.Wk(b) for b in z.split(chunk_size)]).reshape(shape)
-            values = torch.cat([conv.Wv(b) for b in z.split(chunk_size)]).reshape(shape) \
-                if conv.use_weight else z.reshape(n, 1, conv.out_channels)
+            keys = torch.cat([conv.Wk(b) for b in z.split(chunk_size)]).reshape(shape)  # type: ignore[arg-type,operator]
+            if conv.use_weight:
+                values = torch.cat([conv.Wv(b) for b in z.split(chunk_size)]).reshape(shape)  # type: ignore[arg-type,operator]
+            else:
+                values = z.reshape(n, 1, conv.out_channels)  # type: ignore[call-overload]
             if self.kernel == "simple":
-                q_norm = sum(conv.Wq(b).square().sum() for b in z.split(chunk_size)).sqrt()
-                summary = _key_summary(keys, values, 1.0 / (q_norm * torch.norm(keys, p=2)))
+                q_norm = sum(conv.Wq(b).square().sum() for b in z.split(chunk_size)).sqrt()  # type: ignore[attr-defined,operator]
+                summary = key_summary(keys, values, 1.0 / (q_norm * torch.norm(keys, p=2)))
             elif self.kernel == "simple_pernode":
-                summary = _key_summary(F.normalize(keys, p=2, dim=-1), values)
+                summary = key_summary(F.normalize(keys, p=2, dim=-1), values)
             out = torch.empty_like(z)
             for start in range(0, n, chunk_size):
                 rows = slice(start, min(start + chunk_size, n))
-                query = conv.Wq(z[rows]).reshape(-1, conv.num_heads, conv.out_channels)
+                query = conv.Wq(z[rows]).reshape(-1, conv.num_heads, conv.out_channels)  # type: ignore[operator]
                 if self.kernel == "sigmoid":
-                    att = _sigmoid_rows(query, keys, values)
+                    att = sigmoid_rows(query, keys, values)
                 else:
                     if self.kernel == "simple_pernode":
                         query = F.normalize(query, p=2, dim=-1)
-                    att = _answer_queries(query, summary, n)
+                    att = answer_queries(query, summary, n)
                 if conv.use_graph:
-                    att = conv.add_graph(att, _propagate(_csr_rows(adj, rows), values))
+                    att = conv.add_graph(att, _propagate(_csr_rows(adj, rows), values))  # type: ignore[arg-type,operator]
                 out[rows] = self._after_conv(i, att.mean(dim=1), z[rows], z0[rows])
             z = out
         return torch.cat([self.fcs[-1](b) for b in z.split(chunk_size)])
@@ -484,12 +399,12 @@ class DIFFormer(nn.Module):
         """Per layer, as an eval-mode forward sees it (no dropout): the input ``z_in`` [N, h],
         the output ``z_out`` the next layer reads (after the residual and LayerNorm), and the
         layer's ``query``, ``key`` [N, H, h] and ``value`` [N, H|1, h] -- the diffusion's
-        states, for :mod:`difformer.inspect_energy`."""
+        states, for :mod:`difformer.modes.energy`."""
         adj = self._adjacency(x.shape[0], edge_index, edge_weight)
         z = self._input_block(x)
         z0, states = z, []
         for i, conv in enumerate(self.convs):
-            query, key, value = conv.qkv(z)
+            query, key, value = conv.qkv(z)  # type: ignore[operator]
             out = self._after_conv(i, conv(z, adj), z, z0)
             states.append({"z_in": z, "z_out": out, "query": query, "key": key,
                            "value": value})
@@ -509,7 +424,7 @@ class DIFFormer(nn.Module):
         z = self._input_block(x)
         z0, attentions = z, []
         for i, conv in enumerate(self.convs):
-            query, key, _ = conv.qkv(z)
+            query, key, _ = conv.qkv(z)  # type: ignore[operator]
             attentions.append(attention_matrix(query, key, self.kernel, full_kernel))
             z = self._after_conv(i, conv(z, adj), z, z0)
         return torch.stack(attentions, dim=0)

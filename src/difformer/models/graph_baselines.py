@@ -20,7 +20,7 @@ from torch_geometric.nn import LabelPropagation as PyGLabelPropagation
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import remove_self_loops
 
-from .baselines import GAT, GCN, MLP, _check
+from .baselines import GAT, GCN, MLP, check_depth_dropout
 
 
 class LabelPropagation(nn.Module):
@@ -122,7 +122,7 @@ class H2GCN(nn.Module):
                  num_layers: int = 2, dropout: float = 0.5, num_mlp_layers: int = 1,
                  use_bn: bool = True, conv_dropout: bool = True):
         super().__init__()
-        _check(num_layers, dropout)
+        check_depth_dropout(num_layers, dropout)
         self.feature_embed = MLP(in_channels, hidden_channels, hidden_channels,
                                  num_mlp_layers, dropout)
         self.bns = nn.ModuleList(nn.BatchNorm1d(hidden_channels * 2 ** (i + 1))
@@ -163,7 +163,7 @@ class DenseGAT(nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
                  heads: int = 8, dropout: float = 0.6):
         super().__init__()
-        _check(2, dropout)
+        check_depth_dropout(2, dropout)
         self.conv1 = DenseGATConv(in_channels, hidden_channels, heads=heads, dropout=dropout)
         self.conv2 = DenseGATConv(hidden_channels * heads, out_channels, heads=1, concat=False,
                                   dropout=dropout)
@@ -182,7 +182,7 @@ def on_knn_graph(cls: type[nn.Module]) -> type[nn.Module]:
     (GCN-kNN, GAT-kNN): the model declares ``knn_k`` and the data side builds the graph
     (:func:`difformer.data.prepare_for_model`)."""
 
-    class OnKNNGraph(cls):
+    class OnKNNGraph(cls):  # type: ignore[misc,valid-type]
         requires_graph = True
 
         def __init__(self, *args, knn_k: int = 5, **kwargs):

@@ -23,8 +23,6 @@ from torch import Tensor
 
 from .difformer import DIFFormer
 
-INPUTS = ("ogb_atom", "ogb_bond", "categorical", "dense")
-
 
 class NodeEncoder(nn.Module):
     """Node features -> hidden: OGB's ``AtomEncoder`` (9 categorical features), one embedding
@@ -78,10 +76,10 @@ class EdgeEncoder(nn.Module):
         if self.kind is None:
             return self.constant.expand(num_edges, -1)
         if self.kind == "categorical":
-            return self.encoder(edge_attr.view(-1).long())
+            return self.encoder(edge_attr.view(-1).long())  # type: ignore[union-attr]
         if self.kind == "dense":
-            return self.encoder(edge_attr.float())
-        return self.encoder(edge_attr.long())
+            return self.encoder(edge_attr.float())  # type: ignore[union-attr]
+        return self.encoder(edge_attr.long())  # type: ignore[union-attr]
 
 
 def mean_pool(h: Tensor, batch: Tensor | None, num_graphs: int | None = None) -> Tensor:

@@ -56,7 +56,7 @@ class GatedGCNLayer(nn.Module):
 class GatedGCNNodeConv(GatedGCNLayer):
     """GatedGCN as a node-only local convolution for ``GPSConv`` (which keeps one stream)."""
 
-    def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:  # type: ignore[override]  # noqa: D102
         return super().forward(h, edge_index, edge_attr)[0]
 
 
@@ -178,7 +178,7 @@ class GPS(nn.Module):
             if pe is None:
                 raise ValueError(f"GPS with pe={self.pe} needs {self.pe}_pe=")
             pe = flip_signs(pe.float(), self.training) if self.pe == "lap" else pe.float()
-            h = h + self.pe_encoder(pe)
+            h = h + self.pe_encoder(pe)  # type: ignore[misc]
         e = self.edge_encoder(edge_attr, edge_index.shape[1])
         for layer in self.layers:
             h = layer(h, edge_index, batch, edge_attr=e)

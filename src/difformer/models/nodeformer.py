@@ -190,7 +190,7 @@ class NodeFormerConv(nn.Module):
             # of the sparse product, so one product serves every head (same numbers).
             b_i = torch.sigmoid(self.b[i]) if self.rb_trans == "sigmoid" else self.b[i]
             flat = value.permute(1, 0, 2, 3).reshape(n, -1)  # [N, B * H * D]
-            prop = (rb_mats[i] @ flat).reshape(n, b, self.num_heads, self.out_channels)
+            prop = (rb_mats[i] @ flat).reshape(n, b, self.num_heads, self.out_channels)  # type: ignore[index]
             z_next = z_next + prop.permute(1, 0, 2, 3) * b_i.view(1, 1, -1, 1)
         z_next = self.Wo(z_next.flatten(-2, -1))
         if not self.use_edge_loss:
@@ -270,4 +270,4 @@ class NodeFormer(nn.Module):
         """Official ``loss -= lamda * mean(link_loss)`` over the last forward's layers."""
         if not self._link_losses or not self.training:
             return None
-        return -self.lamda * sum(self._link_losses) / len(self._link_losses)
+        return -self.lamda * sum(self._link_losses) / len(self._link_losses)  # type: ignore[return-value]

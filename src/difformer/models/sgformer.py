@@ -8,7 +8,7 @@
 * :class:`SGFormerPyG` is PyG's port (``torch_geometric.nn.models.SGFormer``), which normalises
   q and k **per row**; it is a different model numerically and is named apart.
 * Every model here takes ``batch`` (a mini-batch of graphs) with attention strictly within each
-  graph; PyG's attentions, which mask only V, are fixed in place (:mod:`.graph_attention`).
+  graph; PyG's attentions, which mask only V, are fixed in place (:mod:`.attention.pyg_fixes`).
 * :class:`Polynormer` wraps PyG's ``Polynormer`` for one full graph: the local (GNN) stack is
   trained alone for ``local_epochs`` epochs, then global attention is switched on, as in the
   official training script (the trainers call :meth:`Polynormer.on_epoch_start`).
@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .attention import batched as ga
 from .difformer import gcn_normalized_adjacency
 from .sparse_ops import OperandCache, SparseOperand
 
@@ -53,10 +54,8 @@ class TransConvLayer(nn.Module):
             return sgformer_attention(query, key, value).mean(dim=1)
         # a mini-batch of graphs: the same formula within each graph (per-graph norms, sums
         # and node counts), so a graph's output does not depend on its batch
-        from . import graph_attention as ga
-
-        scale = ga.per_graph_frobenius_scale(query, key, batch, num_graphs)
-        return ga.batched_linear_attention(query, key, value, batch, num_graphs, scale,
+        scale = ga.per_graph_frobenius_scale(query, key, batch, num_graphs)  # type: ignore[arg-type]
+        return ga.batched_linear_attention(query, key, value, batch, num_graphs, scale,  # type: ignore[arg-type]
                                            self_value=True).mean(dim=1)
 
 
@@ -210,9 +209,10 @@ class SGFormerPyG(nn.Module):
                  trans_dropout: float = 0.5, gnn_num_layers: int = 2, gnn_dropout: float = 0.5,
                  graph_weight: float = 0.5, aggregate: str = "add"):
         super().__init__()
+        # optional extra of PyG (its models): imported only when one of these is built
         from torch_geometric.nn.models import SGFormer as PyGSGFormer
 
-        from .graph_attention import fix_pyg_attention
+        from .attention.pyg_fixes import fix_pyg_attention
 
         self.model = PyGSGFormer(in_channels, hidden_channels, out_channels, trans_num_layers,
                                  trans_num_heads, trans_dropout, gnn_num_layers, gnn_dropout,
@@ -239,7 +239,7 @@ class Polynormer(nn.Module):
 
         if local_epochs < 0:
             raise ValueError(f"local_epochs must be >= 0, got {local_epochs}")
-        from .graph_attention import fix_pyg_attention
+        from .attention.pyg_fixes import fix_pyg_attention  # start-up: PyG's models, lazily
 
         self.model = PyGPolynormer(in_channels, hidden_channels, out_channels, local_layers,
                                    global_layers, in_dropout, dropout, global_dropout, heads,
@@ -250,7 +250,7 @@ class Polynormer(nn.Module):
         self.register_buffer("global_on", torch.tensor(local_epochs == 0))
 
     def on_epoch_start(self, epoch: int) -> None:
-        self.global_on.fill_(epoch >= self.local_epochs)
+        self.global_on.fill_(epoch >= self.local_epochs)  # type: ignore[operator]
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> Tensor:
         self.model._global = bool(self.global_on)

@@ -15,7 +15,7 @@ No framework imports: this file only needs torch.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -68,7 +68,6 @@ class _Product(torch.autograd.Function):
         return None, ctx.operand.transpose @ grad.contiguous()
 
 
-@torch.compiler.disable  # sparse kernels stay eager under torch.compile (dynamo cannot trace them)
 def sparse_product(operand: SparseOperand, dense: Tensor) -> Tensor:
     """``A @ dense`` for a :class:`SparseOperand` A, with the prebuilt transpose in backward."""
     if dense.requires_grad and torch.is_grad_enabled():
@@ -92,7 +91,6 @@ class OperandCache:
         self._key: tuple | None = None
         self._value = None
 
-    @torch.compiler.disable  # identity and version checks are plain Python, outside the graph
     def get(self, tensors: tuple, build: Callable[[], object]):
         key = tuple((t, t._version) if isinstance(t, Tensor) else (t, None) for t in tensors)
         if self._key is not None and len(key) == len(self._key) and all(
@@ -102,10 +100,7 @@ class OperandCache:
         self._key, self._value = key, value
         return value
 
-    def clear(self) -> None:
-        self._key = self._value = None
-
-    def __deepcopy__(self, memo) -> "OperandCache":
+    def __deepcopy__(self, memo) -> OperandCache:
         return OperandCache()
 
     def __getstate__(self) -> dict:
@@ -135,3 +130,18 @@ def sparse_linear(operand: SparseOperand, linear: torch.nn.Linear) -> Tensor:
     with torch.autocast(linear.weight.device.type, enabled=False):
         out = sparse_product(operand, linear.weight.t())
     return out if linear.bias is None else out + linear.bias
+
+
+def keep_eager_under_compile() -> None:
+    """Before ``torch.compile`` (``trainer.compile``): the sparse kernels (which dynamo cannot
+    trace) and the cache's identity checks (plain Python) stay eager, outside the graph.
+
+    Applied then, not at import: ``torch.compiler.disable`` imports ``torch._dynamo``, about
+    1.5 s of every start-up that never compiles. Both are looked up at call time (a module
+    global and a method), so rebinding them reaches every caller."""
+    global sparse_product
+    if getattr(sparse_product, "_difformer_eager", False):
+        return
+    sparse_product = torch.compiler.disable(sparse_product)
+    sparse_product._difformer_eager = True  # type: ignore[attr-defined]
+    OperandCache.get = torch.compiler.disable(OperandCache.get)  # type: ignore[method-assign]

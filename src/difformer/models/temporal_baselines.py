@@ -49,7 +49,7 @@ class DConv(nn.Module):
         built once per snapshot by the caller; unused (None is fine) when K = 1."""
         h = x @ self.weight[0, 0] + x @ self.weight[1, 0]
         if self.weight.shape[1] > 1:
-            for d, walk in enumerate(walks):
+            for d, walk in enumerate(walks):  # type: ignore[arg-type]
                 t0, t1 = x, walk @ x
                 h = h + t1 @ self.weight[d, 1]
                 for k in range(2, self.weight.shape[1]):

@@ -1,17 +1,22 @@
-"""Self-describing checkpoints: weights + everything needed to rebuild model and data.
+"""The two checkpoint formats of a run, both plain dicts of tensors, strings and numbers that
+load with ``torch.load(weights_only=True)`` (no pickled code is ever executed):
 
-A checkpoint is a plain dict of tensors, strings and numbers, so it loads with
-``torch.load(weights_only=True)`` (no pickled code is ever executed).
+* ``checkpoints/run<i>.pt``: the run's best weights and everything needed to rebuild model and
+  data (:func:`make_checkpoint`), read by ``mode=eval`` and ``mode=inspect``;
+* ``checkpoints/run<i>_last.pt``: the run's resume state (:class:`RunState`), written during
+  training and read back by a rerun into the same directory.
 """
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
 from .. import __version__
-from .io import save_torch
+from ..runs import rundir
+from ..runs.files import save_torch
 
 FORMAT = "difformer-checkpoint"
 FORMAT_VERSION = 1
@@ -32,6 +37,60 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or does not match the model or data it is used with."""
 
 
+LAST_FORMAT = "difformer-last"
+
+
+@dataclass
+class RunState:
+    """Everything the rest of a run depends on: model, optimizer, the last finished epoch,
+    the best score so far and its weights, the early-stopping count, the epoch runner's state
+    (the partition generator), the scheduler, and the RNG states of torch, numpy and python.
+    The one reader and writer of ``run<i>_last.pt`` (its keys are these fields and
+    ``format``); ``finished`` runs also carry their ``record``."""
+
+    run: int
+    epoch: int = -1                  # the last finished epoch
+    finished: bool = False
+    stopped: bool = False            # early stopping ended the run at ``epoch``
+    record: dict | None = None
+    model: dict | None = None
+    optimizer: dict | None = None
+    runner: dict | None = None
+    stopper: dict | None = None
+    scheduler: dict | None = None
+    best: dict | None = None
+    best_state: dict | None = None
+    last_finite: tuple | None = None
+    rng: dict | None = None
+    seconds: float = 0.0             # training time of the attempts so far
+
+    def to_dict(self) -> dict:
+        return {"format": LAST_FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> RunState:
+        return cls(**{f.name: state[f.name] for f in fields(cls)})
+
+
+def save_last(run_dir: Path, state: RunState) -> None:
+    save_torch(rundir.last_checkpoint(run_dir, state.run), state.to_dict())
+
+
+def load_last(run_dir: Path, run: int) -> RunState | None:
+    """Run ``run``'s resume state in ``run_dir``, None when it has none."""
+    path = rundir.last_checkpoint(run_dir, run)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise CheckpointError(f"cannot resume from {path}: {err}; move it away to start "
+                              "this run again") from err
+    if not isinstance(state, dict) or state.get("format") != LAST_FORMAT:
+        raise CheckpointError(f"{path} is not a last checkpoint of this package")
+    return RunState.from_dict(state)
+
+
 def make_checkpoint(*, state_dict, model_name, model_kwargs, dataset_config, data_fingerprint,
                     split_fingerprint, run, seed, split_seed, metrics, config) -> dict:
     return {
@@ -48,7 +107,7 @@ def make_checkpoint(*, state_dict, model_name, model_kwargs, dataset_config, dat
 def save_run_checkpoint(run_dir: Path, run: int, **fields) -> str:
     """Write run ``run``'s checkpoint to ``run_dir/checkpoints/run<run>.pt`` atomically and
     return its path; ``fields`` are :func:`make_checkpoint`'s keywords other than ``run``."""
-    path = Path(run_dir) / "checkpoints" / f"run{run}.pt"
+    path = rundir.best_checkpoint(run_dir, run)
     save_torch(path, make_checkpoint(run=run, **fields))
     return str(path)
 

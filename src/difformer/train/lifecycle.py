@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import signal
 import sys
 import time
+from typing import cast
 
 import numpy as np
 import torch
 
+from ..runs.rundir import PROFILE
 
 # ---------------------------------------------------------------- RNG states
 
 def rng_state() -> dict:
     """torch (CPU and CUDA), numpy and python RNG states as tensors and plain numbers, so a
     last checkpoint stays loadable with ``weights_only=True``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = cast(tuple, np.random.get_state())
     version, internal, gauss_next = random.getstate()
     state = {"torch": torch.get_rng_state(),
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -115,7 +116,8 @@ class NonFiniteLoss(RuntimeError):
 
 class FiniteGuard:
     def __init__(self, run: int):
-        self.run, self.last = run, None  # (epoch, loss) of the last finite loss
+        self.run = run
+        self.last: tuple[int, float] | None = None  # (epoch, loss) of the last finite loss
 
     def check(self, epoch: int, loss: float) -> None:
         if math.isfinite(loss):
@@ -128,18 +130,6 @@ class FiniteGuard:
 
 
 # ---------------------------------------------------------------- progress
-
-def parse_log_every(value) -> tuple[int | None, float | None]:
-    """``trainer.log_every``: an integer counts epochs, ``"30s"`` counts seconds."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value, None
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(value))
-    if match is None or float(match.group(1)) <= 0:
-        raise ValueError(f"trainer.log_every={value} is not allowed; use a number of epochs "
-                          "(e.g. 10) or of seconds (e.g. 30s)")
-    return None, float(match.group(1))
-
-
 
 class Progress:
     """A tqdm bar on a terminal; off one (nohup, SLURM logs, sweeps), a heartbeat line every
@@ -163,7 +153,7 @@ class Progress:
     def _due(self, epoch: int) -> bool:
         if self.every_epochs is not None:
             return (epoch + 1) % self.every_epochs == 0
-        return time.time() - self.last_line >= self.every_seconds
+        return time.time() - self.last_line >= (self.every_seconds or 0.0)
 
     def epoch(self, epoch: int, loss: float, valid: float | None, best: float | None,
               fmt) -> None:
@@ -191,7 +181,7 @@ class Progress:
             return None
 
         def report(step: int, steps: int) -> None:
-            if time.time() - self.last_line >= self.every_seconds and step < steps:
+            if time.time() - self.last_line >= (self.every_seconds or 0.0) and step < steps:
                 print(f"run {self.run + 1}/{self.runs} | epoch {epoch + 1}/{self.epochs} | "
                       f"step {step}/{steps}", file=self.stream, flush=True)
                 self.last_line = time.time()
@@ -210,7 +200,8 @@ class Profiler:
     by total time) into the run directory."""
 
     def __init__(self, run_dir, epochs: int | None, device: torch.device):
-        self.run_dir, self.epochs, self.active = run_dir, epochs, None
+        self.run_dir, self.epochs = run_dir, epochs
+        self.active: torch.profiler.profile | None = None
         self.activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             self.activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -228,9 +219,9 @@ class Profiler:
         if self.active is None:
             return
         self.active.__exit__(None, None, None)
-        self.active.export_chrome_trace(str(self.run_dir / "profile_trace.json"))
+        self.active.export_chrome_trace(str(self.run_dir / PROFILE[1]))
         table = self.active.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
-        (self.run_dir / "profile.txt").write_text(table + "\n")
-        print(f"profile of {self.epochs} epoch(s): {self.run_dir / 'profile.txt'}, "
-              f"{self.run_dir / 'profile_trace.json'}", flush=True)
+        (self.run_dir / PROFILE[0]).write_text(table + "\n")
+        print(f"profile of {self.epochs} epoch(s): {self.run_dir / PROFILE[0]}, "
+              f"{self.run_dir / PROFILE[1]}", flush=True)
         self.active, self.epochs = None, None

@@ -7,8 +7,10 @@ import csv
 import io
 import os
 from pathlib import Path
+from typing import Any
 
-from .io import JsonlWriter, read_jsonl, write_text
+from ..runs import rundir
+from ..runs.files import JsonlWriter, read_jsonl, write_text
 
 
 def _scalars(record: dict) -> dict:
@@ -21,7 +23,7 @@ class CsvLog:
     always equals the JSON lines, resumed runs included."""
 
     def __init__(self, run_dir: Path, jsonl_path: Path):
-        self.path, self.source = Path(run_dir) / "metrics.csv", jsonl_path
+        self.path, self.source = Path(run_dir) / rundir.METRICS_CSV, jsonl_path
 
     def flush(self) -> None:
         records = read_jsonl(self.source)
@@ -68,9 +70,9 @@ class TensorBoardLog:
         except ImportError as err:
             raise ImportError("logger=tensorboard needs TensorBoard: pip install "
                               "'difformer[tensorboard]' (or pip install tensorboard)") from err
-        self.make = lambda run: SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard" /
+        self.make = lambda run: SummaryWriter(log_dir=str(Path(run_dir) / rundir.TENSORBOARD /
                                                           f"run{run}"))
-        self.writers = {}
+        self.writers: dict[int, Any] = {}
 
     def log(self, record: dict) -> None:
         run = record.get("run", 0)
@@ -98,9 +100,10 @@ class WandbLog:
                               "'difformer[wandb]' (or pip install wandb)") from err
         self.wandb, self.options, self.config = wandb, options, config
         self.run_dir = Path(run_dir)
-        self.mode = os.environ.get("WANDB_MODE") or options.get("mode")
+        self.mode: Any = os.environ.get("WANDB_MODE") or options.get("mode")
         self.group = options.get("group") or self._default_group()
-        self.current, self.current_index = None, None
+        self.current: Any = None
+        self.current_index: int | None = None
 
     def _default_group(self) -> str:
         """A sweep's jobs share the sweep directory's name (Hydra writes multirun.yaml
@@ -143,10 +146,10 @@ class WandbLog:
 
 class RunLogger:
     def __init__(self, run_dir: Path, logger_cfg, config: dict):
-        self.jsonl = JsonlWriter(Path(run_dir) / "metrics.jsonl")
+        self.jsonl = JsonlWriter(Path(run_dir) / rundir.METRICS)
         options = dict(logger_cfg) if logger_cfg is not None else {}
         jsonl = options.get("jsonl") or {}
-        self.curves = Path(run_dir) / "curves.png" \
+        self.curves = Path(run_dir) / rundir.CURVES \
             if str(jsonl.get("curves", True)).lower() in ("true", "1", "yes") else None
         self.csv = CsvLog(run_dir, self.jsonl.path) if "csv" in options else None
         self.tensorboard = TensorBoardLog(run_dir) if "tensorboard" in options else None

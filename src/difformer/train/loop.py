@@ -6,10 +6,8 @@ evaluation) for every task alike; evaluation when the task says so, the first be
 kept (with its weights); early stopping when the task has it. Then the run's best weights go to
 ``checkpoints/run<i>.pt`` and its record to the summary.
 
-Resume: ``checkpoints/run<i>_last.pt`` holds everything the rest of the run depends on --
-model, optimizer, epoch, best so far and its weights, early-stopping count, the epoch runner's
-state (the partition generator) and the RNG states of torch, numpy and python -- written
-atomically every ``trainer.checkpoint_every`` epochs (default: every
+Resume: ``checkpoints/run<i>_last.pt`` holds the run's :class:`~.checkpoint.RunState` --
+written atomically every ``trainer.checkpoint_every`` epochs (default: every
 ``trainer.checkpoint_seconds`` = 60 s), when a SIGTERM/SIGINT arrives (at the end of the
 epoch), and at the run's end (then with the run's record). A rerun into the same directory
 continues bit for bit on CPU.
@@ -21,41 +19,28 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..models import build_model
+from ..models.sparse_ops import keep_eager_under_compile
+from ..runs import rundir
 from . import distributed
-from .checkpoint import save_run_checkpoint
+from .checkpoint import RunState, load_last, save_last, save_run_checkpoint
 from .common import adam, peak_memory_mb, seed_everything
-from .io import save_torch
-from .lifecycle import (FiniteGuard, GracefulStop, Interrupted, Profiler, Progress,
-                        parse_log_every, rng_state, set_rng_state)
-
-LAST_FORMAT = "difformer-last"
-
-
-def last_path(run_dir: Path, run: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"run{run}_last.pt"
-
-
-def load_last(run_dir: Path, run: int) -> dict | None:
-    path = last_path(run_dir, run)
-    if not path.exists():
-        return None
-    from .checkpoint import CheckpointError
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise CheckpointError(f"cannot resume from {path}: {err}; move it away to start "
-                              "this run again") from err
-    if not isinstance(state, dict) or state.get("format") != LAST_FORMAT:
-        raise CheckpointError(f"{path} is not a last checkpoint of this package")
-    return state
+from .lifecycle import (
+    FiniteGuard,
+    GracefulStop,
+    Interrupted,
+    Profiler,
+    Progress,
+    rng_state,
+    set_rng_state,
+)
 
 
-def _copy_state(module) -> dict:
+def copy_state(module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
@@ -70,10 +55,8 @@ class RunLoop:
         self.lead = distributed.rank() == 0
         in_channels, out_channels = task.channels()
         # graph tasks describe their features to the model (node_input, edge_input, ...)
-        extras = task.model_inputs() if hasattr(task, "model_inputs") else {}
         self.model_kwargs = {"in_channels": in_channels, "out_channels": out_channels,
-                             **extras, **settings.model_kwargs}
-        self.log_every = parse_log_every(self.trainer.log_every)
+                             **task.model_inputs(), **settings.model_kwargs}
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.task.higher_is_better else a < b
@@ -86,143 +69,173 @@ class RunLoop:
             run_ids = self.trainer.run_ids or range(self.trainer.runs)
             for run in run_ids:
                 last = load_last(self.run_dir, run) if self.settings.resume else None
-                if last is not None and last["finished"]:
-                    records.append(last["record"])
+                if last is not None and last.finished:
+                    records.append(last.record or {})  # a finished run always has one
                     resumed = True
                     continue
                 resumed |= last is not None
-                records.append(self.train_run(run, last, stop))
+                records.append(TrainingRun(self, run, last, stop).train())
         return records, resumed
 
-    def train_run(self, run: int, last: dict | None, stop: GracefulStop) -> dict:
-        run_start = time.time()
-        task, trainer = self.task, self.trainer
-        split = task.split(run)
-        seed_everything(self.settings.seed + run)
-        model = build_model(self.settings.model_name, **self.model_kwargs).to(self.device)
+
+class TrainingRun:
+    """One run of a :class:`RunLoop`: its model, optimizer, epoch runner, scheduler and early
+    stopping, built fresh (seeded ``seed + run``) or restored from ``last``."""
+
+    def __init__(self, loop: RunLoop, run: int, last: RunState | None, stop: GracefulStop):
+        self.loop, self.run, self.stop = loop, run, stop
+        self.task, self.trainer = loop.task, loop.trainer
+        self.started = time.time()
+        self.build()
+        self.state = RunState(run)
+        if last is not None:
+            self.restore(last)
+        self.saved_at = time.time()
+
+    def build(self) -> None:
+        loop, task, trainer = self.loop, self.task, self.trainer
+        self.split = task.split(self.run)
+        seed_everything(loop.settings.seed + self.run)
+        model = build_model(loop.settings.model_name, **loop.model_kwargs).to(loop.device)
         # A model without trainable parameters (label propagation) is evaluated once.
-        trainable = any(p.requires_grad for p in model.parameters())
-        trained = distributed.wrap(model, self.device) if trainable else model
-        if trainable and trainer.compile:
+        self.trainable = any(p.requires_grad for p in model.parameters())
+        trained: Any = distributed.wrap(model, loop.device) if self.trainable else model
+        if self.trainable and trainer.compile:
             # the training forward only (evaluation stays eager); inductor draws its own
             # dropout masks, so a compiled run is not the eager run's random stream
+            keep_eager_under_compile()
             trained = torch.compile(trained)
-        optimizer = adam(model.parameters(), self.settings.lr, self.settings.weight_decay) \
-            if trainable else None
-        runner = task.epoch_runner(trained, optimizer, split, run) if trainable else None
-        scheduler = None if optimizer is None or self.settings.plateau is None else \
+        self.model = model
+        self.optimizer = adam(model.parameters(), loop.settings.lr, loop.settings.weight_decay) \
+            if self.trainable else None
+        self.runner = task.epoch_runner(trained, self.optimizer, self.split, self.run) \
+            if self.trainable else None
+        self.scheduler = None if self.optimizer is None or loop.settings.plateau is None else \
             torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="max" if task.higher_is_better else "min",
-                **self.settings.plateau)
-        stopper = task.early_stopping()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        best, best_state, first_epoch, elapsed, stopped = None, None, 0, 0.0, False
-        guard = FiniteGuard(run)
-        if last is not None:
-            model.load_state_dict(last["model"])
-            if optimizer is not None:
-                optimizer.load_state_dict(last["optimizer"])
-                runner.load_state_dict(last["runner"])
-            if stopper is not None:
-                stopper.load_state_dict(last["stopper"])
-            if scheduler is not None:
-                scheduler.load_state_dict(last["scheduler"])
-            best, best_state = last["best"], last["best_state"]
-            first_epoch, elapsed = last["epoch"] + 1, last["seconds"]
-            stopped = last["stopped"]  # interrupted in the epoch early stopping ended
-            guard.last = tuple(last["last_finite"]) if last["last_finite"] else None
-            set_rng_state(last["rng"])
-            if self.lead:
-                print(f"run {run}: resuming after epoch {last['epoch']} from "
-                      f"{last_path(self.run_dir, run)}", flush=True)
+                self.optimizer, mode="max" if task.higher_is_better else "min",
+                **loop.settings.plateau)
+        self.stopper = task.early_stopping()
+        if loop.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(loop.device)
+        self.guard = FiniteGuard(self.run)
+
+    def parts(self) -> dict:
+        """The objects whose state a resume restores, by their RunState field."""
+        return {"model": self.model, "optimizer": self.optimizer, "runner": self.runner,
+                "stopper": self.stopper, "scheduler": self.scheduler}
+
+    def restore(self, last: RunState) -> None:
+        for name, part in self.parts().items():
+            if part is not None:
+                part.load_state_dict(getattr(last, name))
+        self.state = last
+        self.guard.last = tuple(last.last_finite) if last.last_finite else None
+        if last.rng is not None:
+            set_rng_state(last.rng)
+        if self.loop.lead:
+            print(f"run {self.run}: resuming after epoch {last.epoch} from "
+                  f"{rundir.last_checkpoint(self.loop.run_dir, self.run)}", flush=True)
+
+    def save_last(self, epoch: int, finished: bool = False, record: dict | None = None) -> None:
+        if not (self.loop.lead and self.trainer.save_checkpoints):
+            return
+        s = self.state
+        s.epoch, s.finished, s.record = epoch, finished, record
+        for name, part in self.parts().items():
+            state = None if part is None else (copy_state(part) if name == "model"
+                                               else part.state_dict())
+            setattr(s, name, state)
+        s.last_finite, s.rng = self.guard.last, rng_state()
+        seconds = s.seconds
+        s.seconds = seconds + time.time() - self.started
+        save_last(self.loop.run_dir, s)
+        s.seconds = seconds  # the attempts before this one; this one's time is added at the end
+
+    def train(self) -> dict:
+        first_epoch = self.state.epoch + 1
         # Lines an interrupted attempt logged after its last checkpoint are logged again.
-        self.logger.truncate(run, first_epoch - 1)
-        epochs = trainer.epochs if trainable else 1
-        progress = Progress(run, trainer.runs, epochs, first_epoch,
-                            self.lead and trainer.progress, *self.log_every)
-        saved_at, epoch = time.time(), first_epoch - 1
-
-        def save_last(finished: bool = False, record: dict | None = None) -> None:
-            if not (self.lead and trainer.save_checkpoints):
-                return
-            save_torch(last_path(self.run_dir, run), {
-                "format": LAST_FORMAT, "run": run, "epoch": epoch, "finished": finished,
-                "stopped": stopped,
-                "record": record, "model": _copy_state(model),
-                "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                "runner": runner.state_dict() if runner is not None else None,
-                "stopper": stopper.state_dict() if stopper is not None else None,
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "best": best, "best_state": best_state, "last_finite": guard.last,
-                "rng": rng_state(), "seconds": elapsed + time.time() - run_start})
-
-        profiler = Profiler(self.run_dir, trainer.profile_epochs if run == 0 and self.lead
-                            else None, self.device)
+        self.loop.logger.truncate(self.run, first_epoch - 1)
+        epochs = self.trainer.epochs if self.trainable else 1
+        lead = self.loop.lead
+        progress = Progress(self.run, self.trainer.runs, epochs, first_epoch,
+                            lead and self.trainer.progress, *self.trainer.log_every)
+        profiler = Profiler(self.loop.run_dir, self.trainer.profile_epochs
+                            if self.run == 0 and lead else None, self.loop.device)
+        epoch = first_epoch - 1
         try:
-            for epoch in range(first_epoch, epochs if not stopped else first_epoch):
+            for epoch in range(first_epoch, epochs if not self.state.stopped else first_epoch):
                 profiler.step(epoch - first_epoch)
-                t0 = time.time()
-                if hasattr(model, "on_epoch_start"):  # e.g. Polynormer's local-then-global
-                    model.on_epoch_start(epoch)
-                if runner is None:
-                    loss = float("nan")
-                else:
-                    loss = runner.train_epoch(epoch, progress.step(epoch))
-                    guard.check(epoch, loss)
-                valid = None
-                if self.lead and task.evaluates_at(epoch, epochs):
-                    scores = task.evaluate(model, split)
-                    valid = scores["valid"]
-                    self.logger.log({"run": run, "epoch": epoch, "loss": loss, **scores,
-                                     "seconds": time.time() - t0,
-                                     "peak_memory_mb": peak_memory_mb(self.device)})
-                    improved = best is None or self.better(valid, best["valid"])
-                    if improved:
-                        best = {"epoch": epoch, **scores}
-                        best_state = _copy_state(model)
-                    if scheduler is not None:
-                        scheduler.step(valid)
-                    if stopper is not None and stopper.step(improved):
-                        stopped = True
-                progress.epoch(epoch, loss, valid, None if best is None else best["valid"],
-                               task.fmt)
-                due = (trainer.checkpoint_every is not None
-                       and (epoch + 1) % trainer.checkpoint_every == 0) or (
-                    trainer.checkpoint_every is None
-                    and time.time() - saved_at >= trainer.checkpoint_seconds)
-                if stop.requested or (due and not stopped and epoch < epochs - 1):
-                    save_last()
-                    saved_at = time.time()
-                if stop.requested:
-                    raise Interrupted(stop.signum, f"in run {run}, after epoch {epoch}",
-                                      stop.forward())
-                if stopped:
+                self.epoch(epoch, epochs, progress)
+                if self.state.stopped:
                     break
         finally:
             progress.close()
             profiler.close()
-        if not self.lead:
-            return {}
+        return self.finish(epoch) if lead else {}
+
+    def epoch(self, epoch: int, epochs: int, progress: Progress) -> None:
+        t0 = time.time()
+        model, state = self.model, self.state
+        if hasattr(model, "on_epoch_start"):  # e.g. Polynormer's local-then-global
+            model.on_epoch_start(epoch)  # type: ignore[operator]
+        if self.runner is None:
+            loss = float("nan")
+        else:
+            loss = self.runner.train_epoch(epoch, progress.step(epoch))
+            self.guard.check(epoch, loss)
+        valid = None
+        if self.loop.lead and self.task.evaluates_at(epoch, epochs):
+            scores = self.task.evaluate(model, self.split)
+            valid = scores["valid"]
+            self.loop.logger.log({"run": self.run, "epoch": epoch, "loss": loss, **scores,
+                                  "seconds": time.time() - t0,
+                                  "peak_memory_mb": peak_memory_mb(self.loop.device)})
+            improved = state.best is None or self.loop.better(valid, state.best["valid"])
+            if improved:
+                state.best = {"epoch": epoch, **scores}
+                state.best_state = copy_state(model)
+            if self.scheduler is not None:
+                self.scheduler.step(valid)
+            if self.stopper is not None and self.stopper.step(improved):
+                state.stopped = True
+        progress.epoch(epoch, loss, valid, None if state.best is None else state.best["valid"],
+                       self.task.fmt)
+        self.checkpoint_if_due(epoch, epochs)
+
+    def checkpoint_if_due(self, epoch: int, epochs: int) -> None:
+        trainer, stop = self.trainer, self.stop
+        due = (trainer.checkpoint_every is not None
+               and (epoch + 1) % trainer.checkpoint_every == 0) or (
+            trainer.checkpoint_every is None
+            and time.time() - self.saved_at >= trainer.checkpoint_seconds)
+        if stop.requested or (due and not self.state.stopped and epoch < epochs - 1):
+            self.save_last(epoch)
+            self.saved_at = time.time()
+        if stop.requested:
+            raise Interrupted(stop.signum, f"in run {self.run}, after epoch {epoch}",
+                              stop.forward())
+
+    def finish(self, epoch: int) -> dict:
+        """The run's record, its best checkpoint and its finished last checkpoint."""
+        loop, task, s, state = self.loop, self.task, self.loop.settings, self.state
+        assert state.best is not None, "every run evaluates at least once"
         # seed and split identify a run: aggregation counts each (seed, split) once
-        record = {"run": run, "seed": self.settings.seed + run,
-                  "split_fingerprint": task.split_fingerprint(split), "best_epoch": best["epoch"]}
-        if stopper is not None:
+        record = {"run": self.run, "seed": s.seed + self.run,
+                  "split_fingerprint": task.split_fingerprint(self.split),
+                  "best_epoch": state.best["epoch"]}
+        if self.stopper is not None:
             record["epochs_run"] = epoch + 1
-        record.update(task.finish_run(model, best, best_state, split))
-        elapsed += time.time() - run_start
-        record["seconds"] = elapsed
-        if trainer.save_checkpoints:
-            s = self.settings
+        record.update(task.finish_run(self.model, state.best, state.best_state, self.split))
+        record["seconds"] = state.seconds + time.time() - self.started
+        if self.trainer.save_checkpoints:
             record["checkpoint"] = save_run_checkpoint(
-                self.run_dir, run, state_dict=best_state, model_name=s.model_name,
-                model_kwargs=self.model_kwargs, dataset_config=s.dataset_config,
-                data_fingerprint=self.data_fingerprint,
-                split_fingerprint=task.split_fingerprint(split), seed=s.seed + run,
+                loop.run_dir, self.run, state_dict=state.best_state, model_name=s.model_name,
+                model_kwargs=loop.model_kwargs, dataset_config=s.dataset_config,
+                data_fingerprint=loop.data_fingerprint,
+                split_fingerprint=task.split_fingerprint(self.split), seed=s.seed + self.run,
                 split_seed=s.split_seed, metrics=task.checkpoint_metrics(record),
                 config=s.config)
-        save_last(finished=True, record=record)
-        self.logger.run_finished(record)
+        self.save_last(epoch, finished=True, record=record)
+        loop.logger.run_finished(record)
         print(task.run_line(record), flush=True)
         return record
-

@@ -17,6 +17,7 @@ CPU only: on a GPU one process drives the device (the runs are launch-bound ther
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -25,14 +26,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from ..processes import stopped_by
-from .io import read_jsonl, write_text
+from ..runs import rundir
+from ..runs.files import read_jsonl, write_text
+from ..runs.rundir import worker_dir
+from ..system.processes import stopped_by
+from .checkpoint import load_last
 from .lifecycle import GracefulStop, Interrupted
-from .loop import last_path, load_last
-
-WORKERS = "workers"
 
 
 def balanced_workers(runs: int, cores: int) -> int:
@@ -55,18 +56,14 @@ def pending_runs(run_dir: Path, runs: int) -> list[int]:
     out = []
     for run in range(runs):
         last = load_last(run_dir, run)
-        if last is None or not last["finished"]:
+        if last is None or not last.finished:
             out.append(run)
     return out
 
 
-def worker_dir(run_dir: Path, k: int) -> Path:
-    return Path(run_dir) / WORKERS / f"worker{k}"
-
-
-def worker_config(cfg, run_ids: list[int], threads: int):
-    """The settings of a worker: the run's own, resolved, with its runs and threads."""
-    job = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+def worker_config(config: dict, run_ids: list[int], threads: int) -> DictConfig:
+    """The settings of a worker: the run's own (resolved), with its runs and threads."""
+    job = OmegaConf.create(copy.deepcopy(config))
     job.trainer.parallel_runs = 1
     job.trainer.run_ids = list(run_ids)
     job.trainer.progress = False
@@ -84,7 +81,7 @@ class Workers:
     (imports and loading, ~4 s each) overlaps the parent's instead of following it. Empty when
     at most one run is pending (the parent trains it itself)."""
 
-    def __init__(self, cfg, run_dir: Path, runs: int, parallel_runs: int,
+    def __init__(self, config: dict, run_dir: Path, runs: int, parallel_runs: int,
                  threads: int | None = None):
         self.run_dir, self.runs = Path(run_dir), runs
         self.pending = pending_runs(self.run_dir, runs)
@@ -104,13 +101,13 @@ class Workers:
             for k, run_ids in self.groups.items():
                 wdir = worker_dir(self.run_dir, k)
                 wdir.mkdir(parents=True, exist_ok=True)
-                job = worker_config(cfg, run_ids, per_worker)
-                write_text(wdir / "job.yaml", OmegaConf.to_yaml(job))
+                job = worker_config(config, run_ids, per_worker)
+                write_text(wdir / rundir.JOB, OmegaConf.to_yaml(job))
                 hand_over(self.run_dir, wdir, run_ids, job)
                 print(f"worker {k}: runs {', '.join(map(str, run_ids))} with {per_worker} "
                       f"thread(s) in {wdir}", flush=True)
                 self.procs[k] = subprocess.Popen(
-                    [sys.executable, "-m", "difformer.train.parallel_runs", str(wdir)],
+                    [sys.executable, "-m", "difformer.worker", str(wdir)],
                     env={**os.environ, "OMP_NUM_THREADS": str(per_worker)})
         except BaseException:
             self.abort()
@@ -137,6 +134,7 @@ class Workers:
         if not self.procs:
             return []
         try:
+            assert self.stop is not None, "set when the workers started"
             codes = wait_all(self.procs, self.stop)
         finally:
             self._release()
@@ -148,7 +146,7 @@ class Workers:
         if unfinished:
             signals = [stopped_by(code) for code in unfinished.values()]
             if all(signals):
-                raise Interrupted(signals[0],
+                raise Interrupted(int(signals[0] or 0),
                                   f"in worker(s) {', '.join(map(str, sorted(unfinished)))}")
             k, code = next((k, c) for k, c in sorted(unfinished.items()) if not stopped_by(c))
             raise RuntimeError(f"worker {k} (runs {', '.join(map(str, groups[k]))}) exited "
@@ -158,7 +156,7 @@ class Workers:
         collect({worker_dir(run_dir, k): run_ids for k, run_ids in groups.items()}, run_dir,
                 logger)
         try:
-            (run_dir / WORKERS).rmdir()
+            (run_dir / rundir.WORKERS).rmdir()
         except OSError:  # not empty: a user's file, or a worker of another parallel_runs
             pass
         return self.pending
@@ -168,17 +166,17 @@ def hand_over(run_dir: Path, wdir: Path, run_ids: list[int], job) -> None:
     """A run a sequential attempt left unfinished in ``run_dir`` continues in its worker: its
     last checkpoint and its metrics lines move there (with the worker's config, so that the
     worker reads the checkpoint as its own)."""
-    stopped = [r for r in run_ids if last_path(run_dir, r).exists()]
+    stopped = [r for r in run_ids if rundir.last_checkpoint(run_dir, r).exists()]
     if not stopped:
         return
-    write_text(wdir / "config.yaml", OmegaConf.to_yaml(job, resolve=True))
-    lines = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("run") in stopped]
-    with open(wdir / "metrics.jsonl", "a") as f:
+    write_text(wdir / rundir.CONFIG, OmegaConf.to_yaml(job, resolve=True))
+    lines = [r for r in read_jsonl(run_dir / rundir.METRICS) if r.get("run") in stopped]
+    with open(wdir / rundir.METRICS, "a") as f:
         for record in lines:
             f.write(json.dumps(record) + "\n")
-    (wdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (wdir / rundir.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     for run in stopped:
-        os.replace(last_path(run_dir, run), last_path(wdir, run))
+        os.replace(rundir.last_checkpoint(run_dir, run), rundir.last_checkpoint(wdir, run))
 
 
 def wait_all(procs: dict, stop: GracefulStop) -> dict:
@@ -205,38 +203,15 @@ def collect(workers: dict, run_dir: Path, logger) -> None:
     the run finished, so it goes last)."""
     trained = {run for run_ids in workers.values() for run in run_ids}
     lines = [r for wdir, run_ids in workers.items()
-             for r in read_jsonl(wdir / "metrics.jsonl") if r.get("run") in run_ids]
+             for r in read_jsonl(wdir / rundir.METRICS) if r.get("run") in run_ids]
     logger.jsonl.keep(lambda r: r.get("run", 0) not in trained)
     for record in sorted(lines, key=lambda r: (r["run"], r.get("epoch", 0))):
         logger.log(record)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run_dir / rundir.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     for wdir, run_ids in workers.items():
         for run in run_ids:
-            best = wdir / "checkpoints" / f"run{run}.pt"
+            best = rundir.best_checkpoint(wdir, run)
             if best.exists():
-                os.replace(best, run_dir / "checkpoints" / best.name)
-            os.replace(last_path(wdir, run), last_path(run_dir, run))
+                os.replace(best, rundir.best_checkpoint(run_dir, run))
+            os.replace(rundir.last_checkpoint(wdir, run), rundir.last_checkpoint(run_dir, run))
         shutil.rmtree(wdir, ignore_errors=True)
-
-
-def main(argv: list[str]) -> int:
-    """A worker: ``python -m difformer.train.parallel_runs <worker dir>``."""
-    from ..cli import record_failure, run
-
-    wdir = Path(argv[0])
-    cfg = OmegaConf.load(wdir / "job.yaml")
-    try:
-        run(cfg, wdir)
-    except Interrupted as err:
-        record_failure(wdir, cfg, err)
-        print(f"worker {wdir.name} stopped by {err}: its last checkpoint is saved",
-              file=sys.stderr, flush=True)
-        return err.exit_code
-    except BaseException as err:
-        record_failure(wdir, cfg, err)
-        raise
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

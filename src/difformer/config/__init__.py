@@ -1,0 +1,1 @@
+"""Configuration: errors, the settings hash and resolvers (core), the typed Settings (settings)."""

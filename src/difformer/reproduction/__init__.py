@@ -1,0 +1,1 @@
+"""The paper tables: cells, the multirun that fills them, reports, records, baseline search."""

@@ -1,0 +1,1 @@
+"""Run directories: the name of every file a run writes (rundir), atomic writes (files)."""

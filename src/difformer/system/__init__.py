@@ -1,0 +1,1 @@
+"""Process plumbing: children of the scripts (processes), the CPU allocator (allocator)."""
