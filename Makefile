@@ -11,9 +11,12 @@ TABLE ?= 1
 JOBS  ?= 1
 DATASET ?= cora
 
-.PHONY: install run test test-slow reproduce reproduce-cora search-baselines bench clean
+.PHONY: help install lint run test test-slow reproduce reproduce-cora search-baselines bench clean
 
-install: $(STAMP)
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+
+install: $(STAMP)  ## create .venv with the package, its extras and the dev tools
 
 # torch is installed first and alone, pinned to this CI machine's local CPU build (TORCH=... to
 # change it; TORCH= keeps whatever torch is there); the package only asks for a range, so pip keeps
@@ -27,34 +30,39 @@ $(STAMP): pyproject.toml
 	DIFFORMER_EXPECT_TORCH=$(patsubst torch==%,%,$(TORCH)) $(BIN)/python scripts/check_env.py
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP)  ## the first run: DIFFormer-s on scikit-learn digits, offline
 	$(BIN)/python train.py
 
-test: $(STAMP)
+# The checks CI runs before the tests: lint and import order (ruff), types (mypy), over src/.
+lint: $(STAMP)  ## ruff and mypy, as CI runs them
+	$(BIN)/ruff check src
+	$(BIN)/mypy
+
+test: $(STAMP)  ## the default test tier (under 10 minutes on 2 cores)
 	$(BIN)/python -m pytest
 
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow
+test-slow: $(STAMP)  ## real-data training and long kill-and-resume cases
+	$(BIN)/python -m pytest -m slow -n 2
 
 # A paper table: runs the missing cells (resumable), writes reproduction/table$(TABLE).md/.csv/.png
-reproduce: $(STAMP)
+reproduce: $(STAMP)  ## a paper table: make reproduce TABLE=1 [JOBS=2]
 	$(BIN)/python scripts/reproduce.py --table $(TABLE) --jobs $(JOBS)
 
 # The paper's Cora cells (DIFFormer-s and -a, 5 runs x 500 epochs each).
-reproduce-cora: $(STAMP)
+reproduce-cora: $(STAMP)  ## the paper's two Cora cells
 	$(BIN)/python train.py dataset=cora model=difformer_s hydra.run.dir=outputs/reproduce-cora/difformer_s
 	$(BIN)/python train.py dataset=cora model=difformer_a hydra.run.dir=outputs/reproduce-cora/difformer_a
 
 # The baseline search (the same 8-point budget for every baseline, chosen on valid; resumable):
 # writes reproduction/search/$(DATASET)/<model>.json and configs/recipe/$(DATASET)_<model>.yaml
-search-baselines: $(STAMP)
+search-baselines: $(STAMP)  ## the baseline search: make search-baselines DATASET=cora
 	$(BIN)/python scripts/search_baselines.py --dataset $(DATASET)
 
-clean:
+clean:  ## remove outputs/, the data cache and pytest's cache
 	rm -rf outputs data/cache .pytest_cache
 
 # Benchmarks: side-by-side ratios printed and written to bench/*results.json (not part of CI).
-bench: $(STAMP)
+bench: $(STAMP)  ## the benchmarks (bench/*results.json)
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_graph.py
 	$(BIN)/python scripts/bench_speed.py
