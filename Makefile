@@ -33,9 +33,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the first run: DIFFormer-s on scikit-learn digits, offline
 	$(BIN)/python train.py
 
-# The checks CI runs before the tests: lint and import order (ruff), types (mypy), over src/.
-lint: $(STAMP)  ## ruff and mypy, as CI runs them
+# The checks CI runs before the tests: lint and import order (ruff), format (ruff format --check;
+# `ruff format src` applies it), types (mypy), over src/.
+lint: $(STAMP)  ## ruff (lint, format) and mypy, as CI runs them
 	$(BIN)/ruff check src
+	$(BIN)/ruff format --check src
 	$(BIN)/mypy
 
 test: $(STAMP)  ## the default test tier (under 10 minutes on 2 cores)

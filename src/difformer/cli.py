@@ -8,6 +8,7 @@ Exit codes: 0 done; 1 a run failed (the error is in ``status.json``) or a multir
 jobs; 2 bad input (one ``error:`` line, before any work); 130 / 143 stopped by SIGINT / SIGTERM
 with the last checkpoint saved (rerun the same command to continue).
 """
+
 from __future__ import annotations
 
 import sys
@@ -48,16 +49,22 @@ def preflight(argv: list[str]) -> str | None:
             problem = undeclared_key(key.lstrip("+"))
             if problem:
                 return problem
-        elif not key.startswith(("+", "~", "hydra")) and "." in key and \
-                key not in declared_keys() and key.split(".", 1)[0] not in ("hydra",):
-            return (f"{key} is not a key of any config; keys no config declares are added "
-                    f"with +{key}=... (model keys are then checked by the model)")
+        elif (
+            not key.startswith(("+", "~", "hydra"))
+            and "." in key
+            and key not in declared_keys()
+            and key.split(".", 1)[0] not in ("hydra",)
+        ):
+            return (
+                f"{key} is not a key of any config; keys no config declares are added "
+                f"with +{key}=... (model keys are then checked by the model)"
+            )
         key = key.lstrip("+~")
         if key in GROUPS and (CONFIG_DIR / key).is_dir():
             options = group_options(key)
             for choice in value.strip("[]").split(","):  # a sweep, or a list (logger=[a,b])
                 if choice and choice != "null" and choice not in options:
-                    return (f"{key}={choice} is not a {key}; allowed: {', '.join(options)}")
+                    return f"{key}={choice} is not a {key}; allowed: {', '.join(options)}"
     return None
 
 
@@ -86,19 +93,27 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             record_failure(run_dir, cfg, err)
         if isinstance(err, Interrupted):
             if err.forward is not None:  # a scheduler's wrapper asked: it requeues and exits
-                print(f"stopped by {err}: the last checkpoint is saved", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"stopped by {err}: the last checkpoint is saved", file=sys.stderr, flush=True
+                )
                 err.forward()
-            print(f"stopped by {err}: the last checkpoint is saved; run the same command "
-                  f"again (or add resume={run_dir}) to continue", file=sys.stderr, flush=True)
+            print(
+                f"stopped by {err}: the last checkpoint is saved; run the same command "
+                f"again (or add resume={run_dir}) to continue",
+                file=sys.stderr,
+                flush=True,
+            )
             sys.exit(err.exit_code)
         if isinstance(err, KeyboardInterrupt):
             sys.exit(130)
         if not isinstance(err, Exception):
             raise
         if multirun:
-            print(f"error: job {hydra_cfg.job.num} ({run_dir}): {type(err).__name__}: {err}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"error: job {hydra_cfg.job.num} ({run_dir}): {type(err).__name__}: {err}",
+                file=sys.stderr,
+                flush=True,
+            )
             return None
         if bad_input or isinstance(err, (DataError, DatasetUnavailable, UnsafeDataFile)):
             print(f"error: {err}", file=sys.stderr, flush=True)
@@ -150,20 +165,30 @@ class MultirunReport(Callback):
 def _resume_argv(argv: list[str]) -> list[str]:
     """``resume=PATH``: continue the run in PATH (its saved config and directory)."""
     for i, arg in enumerate(argv):
-        if arg.startswith("resume=") and arg.split("=", 1)[1] not in ("true", "false",
-                                                                       "True", "False"):
+        if arg.startswith("resume=") and arg.split("=", 1)[1] not in (
+            "true",
+            "false",
+            "True",
+            "False",
+        ):
             path = Path(arg.split("=", 1)[1])
             saved = path / ".hydra" / "overrides.yaml"
             if not (path / CONFIG).exists() or not saved.exists():
-                print(f"error: resume={path}: not a run directory (no config.yaml and "
-                      ".hydra/overrides.yaml)", file=sys.stderr, flush=True)
+                print(
+                    f"error: resume={path}: not a run directory (no config.yaml and "
+                    ".hydra/overrides.yaml)",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 sys.exit(2)
             import yaml
 
-            overrides = [o for o in yaml.safe_load(saved.read_text()) or []
-                         if not o.startswith(("hydra.run.dir=", "resume="))]
-            return [*overrides, *argv[:i], *argv[i + 1:], f"hydra.run.dir={path}",
-                    "resume=true"]
+            overrides = [
+                o
+                for o in yaml.safe_load(saved.read_text()) or []
+                if not o.startswith(("hydra.run.dir=", "resume="))
+            ]
+            return [*overrides, *argv[:i], *argv[i + 1 :], f"hydra.run.dir={path}", "resume=true"]
     return argv
 
 
@@ -179,8 +204,7 @@ def main() -> None:
         print(f"error: {problem}", file=sys.stderr, flush=True)
         sys.exit(2)
     sys.argv = [sys.argv[0], *argv]
-    hydra.main(version_base="1.3", config_path=str(CONFIG_DIR),
-               config_name="train")(_hydra_main)()
+    hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")(_hydra_main)()
 
 
 if __name__ == "__main__":

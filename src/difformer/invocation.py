@@ -5,6 +5,7 @@ record why a run stopped.
 :func:`run` is below the command line (:mod:`difformer.cli`, which maps exceptions to exit
 codes) and above the modes (:mod:`difformer.modes`), which never look at the raw config.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if settings.mode == "train":
         state = rundir.read_state(run_dir, settings.config_hash) if settings.resume else None
         if state is not None and state.state == "finished":
-            print(f"already finished with the same settings: {run_dir} (skipped; resume=false "
-                  "runs it again)", flush=True)
+            print(
+                f"already finished with the same settings: {run_dir} (skipped; resume=false "
+                "runs it again)",
+                flush=True,
+            )
             return state.summary or {}
         if state is None or state.state != "resumable":
             stale = rundir.move_aside(run_dir)
@@ -94,13 +98,19 @@ def safe_hash(cfg: DictConfig) -> str | None:
 def record_failure(run_dir: Path, cfg: DictConfig, err: BaseException) -> None:
     """status.json says why the run stopped: the real exception, with its traceback."""
     if isinstance(err, Interrupted):
-        rundir.write_status(run_dir, "interrupted", safe_hash(cfg), error=str(err),
-                            signal=err.signum)
+        rundir.write_status(
+            run_dir, "interrupted", safe_hash(cfg), error=str(err), signal=err.signum
+        )
         return
     status = "unavailable" if isinstance(err, DatasetUnavailable) else "failed"
-    rundir.write_status(run_dir, status, safe_hash(cfg), error=f"{type(err).__name__}: {err}",
-                        missing_path=getattr(err, "path", None),
-                        traceback=traceback.format_exception(type(err), err, err.__traceback__))
+    rundir.write_status(
+        run_dir,
+        status,
+        safe_hash(cfg),
+        error=f"{type(err).__name__}: {err}",
+        missing_path=getattr(err, "path", None),
+        traceback=traceback.format_exception(type(err), err, err.__traceback__),
+    )
 
 
 def validate(cfg: DictConfig) -> Settings:

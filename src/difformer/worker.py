@@ -4,6 +4,7 @@ Started by :class:`difformer.train.parallel_runs.Workers` (``trainer.parallel_ru
 the invocation in ``<worker dir>/job.yaml`` (the parent's resolved settings with this worker's
 runs and threads) and records why it stopped, as the command line would.
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,8 +24,11 @@ def main(argv: list[str]) -> int:
         run(cfg, wdir)  # type: ignore[arg-type]  # job.yaml is a mapping
     except Interrupted as err:
         record_failure(wdir, cfg, err)  # type: ignore[arg-type]
-        print(f"worker {wdir.name} stopped by {err}: its last checkpoint is saved",
-              file=sys.stderr, flush=True)
+        print(
+            f"worker {wdir.name} stopped by {err}: its last checkpoint is saved",
+            file=sys.stderr,
+            flush=True,
+        )
         return err.exit_code
     except BaseException as err:
         record_failure(wdir, cfg, err)  # type: ignore[arg-type]

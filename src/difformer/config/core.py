@@ -3,6 +3,7 @@
 Nothing here runs a model or reads data; :mod:`difformer.config.settings` turns a composed config
 into the typed settings of one run, :mod:`difformer.runs.rundir` decides what a run directory holds.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,15 +19,21 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 # An installed wheel ships the config tree inside the package (difformer/configs); a source
 # checkout (also an editable install) reads configs/ at the repository's root.
 _PACKAGED = Path(__file__).resolve().parents[1] / "configs"
-CONFIG_DIR = _PACKAGED if (_PACKAGED / "train.yaml").is_file() else \
-    Path(__file__).resolve().parents[3] / "configs"
+CONFIG_DIR = (
+    _PACKAGED
+    if (_PACKAGED / "train.yaml").is_file()
+    else Path(__file__).resolve().parents[3] / "configs"
+)
 
 # One token per process, so two jobs started in the same second get different run
 # directories; it is constant within a process, so every interpolation agrees.
 # Under torchrun all ranks share the elastic run id, hence the token and (started within the
 # same second) the run directory.
-TOKEN = (hashlib.sha256(os.environ["TORCHELASTIC_RUN_ID"].encode()).hexdigest()[:6]
-         if os.environ.get("TORCHELASTIC_RUN_ID") else secrets.token_hex(3))
+TOKEN = (
+    hashlib.sha256(os.environ["TORCHELASTIC_RUN_ID"].encode()).hexdigest()[:6]
+    if os.environ.get("TORCHELASTIC_RUN_ID")
+    else secrets.token_hex(3)
+)
 
 
 def register_resolvers() -> None:
@@ -48,15 +55,35 @@ def check(ok: bool, message: str) -> None:
 
 # Keys that do not change what a run computes: excluded from the config hash, so a finished
 # cell is recognised again whatever machine, path or logger the new invocation uses.
-VOLATILE_KEYS = ("paths", "logger", "mode", "checkpoint", "eval_allow_mismatch", "threads",
-                 "resume", "paper", "hydra", "inspect")
+VOLATILE_KEYS = (
+    "paths",
+    "logger",
+    "mode",
+    "checkpoint",
+    "eval_allow_mismatch",
+    "threads",
+    "resume",
+    "paper",
+    "hydra",
+    "inspect",
+)
 # read only by optim.scheduler=plateau: without a scheduler they change nothing
 SCHEDULER_KEYS = ("plateau_factor", "plateau_patience", "min_lr")
 # how the model computes, not what: the same numbers within float rounding (models/sparse_ops.py)
 VOLATILE_MODEL_KEYS = ("sparse_input", "cache_adjacency", "gram_attention")
-VOLATILE_TRAINER_KEYS = ("parallel_runs", "run_ids", "device", "eval_device", "eval_chunk",
-                         "progress", "save_checkpoints", "checkpoint_every", "checkpoint_seconds",
-                         "log_every", "profile_epochs")
+VOLATILE_TRAINER_KEYS = (
+    "parallel_runs",
+    "run_ids",
+    "device",
+    "eval_device",
+    "eval_chunk",
+    "progress",
+    "save_checkpoints",
+    "checkpoint_every",
+    "checkpoint_seconds",
+    "log_every",
+    "profile_epochs",
+)
 
 
 def _drop_nulls(obj):
@@ -131,7 +158,10 @@ def undeclared_key(key: str) -> str | None:
     if key in declared_keys():
         return None
     if group in ("trainer", "optim", "dataset", "logger", "paths"):
-        siblings = sorted(k.split(".", 1)[1] for k in declared_keys()
-                          if k.startswith(group + ".") and k.count(".") == 1)
-        return (f"+{key}: no code reads {key}; known {group} keys: {', '.join(siblings)}")
+        siblings = sorted(
+            k.split(".", 1)[1]
+            for k in declared_keys()
+            if k.startswith(group + ".") and k.count(".") == 1
+        )
+        return f"+{key}: no code reads {key}; known {group} keys: {', '.join(siblings)}"
     return f"+{key}: no code reads {key}"

@@ -4,6 +4,7 @@ Every check names the key, the value and what is allowed (:class:`ConfigError`, 
 exit code 2, before any work). The training loop, the tasks and eval mode read these typed
 fields instead of the raw config.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,8 +29,10 @@ def parse_log_every(value) -> tuple[int | None, float | None]:
         return value, None
     match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(value))
     if match is None or float(match.group(1)) <= 0:
-        raise ConfigError(f"trainer.log_every={value} is not allowed; use a number of epochs "
-                          "(e.g. 10) or of seconds (e.g. 30s)")
+        raise ConfigError(
+            f"trainer.log_every={value} is not allowed; use a number of epochs "
+            "(e.g. 10) or of seconds (e.g. 30s)"
+        )
     return None, float(match.group(1))
 
 
@@ -62,8 +65,10 @@ def _device(value, key: str, allow_null: bool = False) -> str | None:
     if value is None and allow_null:
         return None
     value = str(value)
-    check(value in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", value) is not None,
-          f"{key}={value} is not allowed; use auto, cpu, cuda or cuda:N")
+    check(
+        value in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", value) is not None,
+        f"{key}={value} is not allowed; use auto, cpu, cuda or cuda:N",
+    )
     return value
 
 
@@ -73,25 +78,25 @@ class TrainerSettings:
     epochs: int
     runs: int
     device: str = "auto"
-    parallel_runs: int | str = 1        # CPU: the runs in this many processes, or "auto"
+    parallel_runs: int | str = 1  # CPU: the runs in this many processes, or "auto"
     run_ids: tuple[int, ...] | None = None  # a parallel worker's own runs (set by its parent)
     eval_step: int = 1
     batch_size: int | None = None
     eval_device: str | None = None
     eval_chunk: int | None = None
     precision: str = "32"
-    compile: bool | None = None         # torch.compile the training forward (null/false: eager)
+    compile: bool | None = None  # torch.compile the training forward (null/false: eager)
     patience: int | None = None
     patience_mode: str = "reset"
     mse: str = "standard"
     progress: bool = True
     save_checkpoints: bool = True
-    checkpoint_every: int | None = None   # epochs; null: every checkpoint_seconds
+    checkpoint_every: int | None = None  # epochs; null: every checkpoint_seconds
     checkpoint_seconds: float = 60.0
     log_every: tuple[int | None, float | None] = (None, 30.0)  # (epochs, seconds): one is set
-    profile_epochs: int | None = None   # profile this many epochs of run 0 (debug=profile)
-    eval_last: bool | None = None       # also evaluate the last epoch (null/false: official)
-    eval_train: bool = True             # graph: also score the train graphs at each evaluation
+    profile_epochs: int | None = None  # profile this many epochs of run 0 (debug=profile)
+    eval_last: bool | None = None  # also evaluate the last epoch (null/false: official)
+    eval_train: bool = True  # graph: also score the train graphs at each evaluation
 
 
 TRAINER_KEYS = tuple(f.name for f in fields(TrainerSettings))
@@ -108,8 +113,11 @@ def _parallel_runs(value) -> int | str:
 def _run_ids(value, runs) -> tuple[int, ...] | None:
     if value is None:
         return None
-    ok = isinstance(value, (list, tuple)) and value and all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < runs for v in value)
+    ok = (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < runs for v in value)
+    )
     check(bool(ok), f"trainer.run_ids must be a list of run numbers in [0, {runs}), got {value!r}")
     return tuple(value)
 
@@ -117,12 +125,17 @@ def _run_ids(value, runs) -> tuple[int, ...] | None:
 def trainer_settings(node) -> TrainerSettings:
     raw = to_dict(node)
     unknown = sorted(set(raw) - set(TRAINER_KEYS))
-    check(not unknown, f"trainer.{unknown[0] if unknown else ''} is not a trainer setting; "
-                       f"known: {', '.join(TRAINER_KEYS)}")
+    check(
+        not unknown,
+        f"trainer.{unknown[0] if unknown else ''} is not a trainer setting; "
+        f"known: {', '.join(TRAINER_KEYS)}",
+    )
     get = raw.get
     precision = str(get("precision") or 32)
-    check(precision in PRECISIONS,
-          f"trainer.precision={precision} is not allowed; use null (float32), 32 or bf16")
+    check(
+        precision in PRECISIONS,
+        f"trainer.precision={precision} is not allowed; use null (float32), 32 or bf16",
+    )
     return TrainerSettings(
         name=str(get("name")),
         epochs=_integer(get("epochs"), "trainer.epochs", 1),
@@ -141,25 +154,30 @@ def trainer_settings(node) -> TrainerSettings:
         mse=str(get("mse", "standard")),
         progress=_boolean(get("progress", True), "trainer.progress"),
         save_checkpoints=_boolean(get("save_checkpoints", True), "trainer.save_checkpoints"),
-        checkpoint_every=_integer(get("checkpoint_every"), "trainer.checkpoint_every", 1,
-                                  allow_null=True),
+        checkpoint_every=_integer(
+            get("checkpoint_every"), "trainer.checkpoint_every", 1, allow_null=True
+        ),
         checkpoint_seconds=_number(get("checkpoint_seconds", 60.0), "trainer.checkpoint_seconds"),
         log_every=parse_log_every(get("log_every", "30s")),
-        profile_epochs=_integer(get("profile_epochs"), "trainer.profile_epochs", 1,
-                                allow_null=True),
-        eval_last=None if get("eval_last") is None else _boolean(get("eval_last"),
-                                                                 "trainer.eval_last"),
-        eval_train=_boolean(get("eval_train", True), "trainer.eval_train"))
+        profile_epochs=_integer(
+            get("profile_epochs"), "trainer.profile_epochs", 1, allow_null=True
+        ),
+        eval_last=None
+        if get("eval_last") is None
+        else _boolean(get("eval_last"), "trainer.eval_last"),
+        eval_train=_boolean(get("eval_train", True), "trainer.eval_train"),
+    )
 
 
 # Model keywords that count things: each must be a whole number >= 1 (or >= the value here).
-SIZE_KEY = re.compile(r"^(K|hops|.*_channels|.*layers|.*heads|.*_k|.*_chunk|.*_order|"
-                      r"nb_.*|.*_epochs)$")
+SIZE_KEY = re.compile(
+    r"^(K|hops|.*_channels|.*layers|.*heads|.*_k|.*_chunk|.*_order|"
+    r"nb_.*|.*_epochs)$"
+)
 SIZE_MINIMUM = {"rb_order": 0, "local_epochs": 0}
 
 
-OPTIM_KEYS = ("lr", "weight_decay", "scheduler", "plateau_factor", "plateau_patience",
-              "min_lr")
+OPTIM_KEYS = ("lr", "weight_decay", "scheduler", "plateau_factor", "plateau_patience", "min_lr")
 
 
 def plateau_settings(optim) -> dict | None:
@@ -169,13 +187,17 @@ def plateau_settings(optim) -> dict | None:
     scheduler = optim.get("scheduler")
     if scheduler in (None, "none"):
         return None
-    check(scheduler == "plateau",
-          f"optim.scheduler={scheduler} is not allowed; use null (constant lr) or plateau")
+    check(
+        scheduler == "plateau",
+        f"optim.scheduler={scheduler} is not allowed; use null (constant lr) or plateau",
+    )
     factor = _number(optim.get("plateau_factor", 0.5), "optim.plateau_factor")
     check(0 < factor < 1, f"optim.plateau_factor must be in (0, 1), got {factor}")
-    return {"factor": factor,
-            "patience": _integer(optim.get("plateau_patience", 5), "optim.plateau_patience", 0),
-            "min_lr": _number(optim.get("min_lr", 0.0), "optim.min_lr")}
+    return {
+        "factor": factor,
+        "patience": _integer(optim.get("plateau_patience", 5), "optim.plateau_patience", 0),
+        "min_lr": _number(optim.get("min_lr", 0.0), "optim.min_lr"),
+    }
 
 
 def check_model_sizes(kwargs: dict) -> None:
@@ -196,10 +218,10 @@ class Settings:
     trainer: TrainerSettings
     dataset: DictConfig = field(repr=False)
     dataset_config: dict = field(repr=False)
-    config: dict = field(repr=False)           # the whole resolved config, for checkpoints
-    config_hash: str                           # what names a result (config.core.config_hash)
-    paths: DictConfig = field(repr=False)      # data_dir, cache_dir, offline
-    logger: dict = field(repr=False)           # the logger backends and their options
+    config: dict = field(repr=False)  # the whole resolved config, for checkpoints
+    config_hash: str  # what names a result (config.core.config_hash)
+    paths: DictConfig = field(repr=False)  # data_dir, cache_dir, offline
+    logger: dict = field(repr=False)  # the logger backends and their options
     checkpoint: str | None = None
     eval_allow_mismatch: bool = False
     resume: bool = True
@@ -217,8 +239,9 @@ def normalise(cfg: DictConfig, tasks: Mapping[str, Any]) -> DictConfig:
     try:
         kind = get_spec(registry_name(cfg.dataset)).kind
     except ValueError as err:
-        raise ConfigError(str(err).replace("unknown dataset", "dataset.name: unknown dataset")
-                          ) from err
+        raise ConfigError(
+            str(err).replace("unknown dataset", "dataset.name: unknown dataset")
+        ) from err
     task = tasks[kind]
     name, defaults = task.auto_trainer
     with open_dict(cfg):
@@ -235,12 +258,14 @@ def resolve(cfg: DictConfig, tasks: Mapping[str, Any]) -> Settings:
     """Check every value of ``cfg`` and return the typed settings (``cfg`` normalised with
     ``tasks``, see :func:`normalise`)."""
     missing = sorted(OmegaConf.missing_keys(cfg))
-    check(not missing, f"{missing[0] if missing else ''} must be set: add "
-                       f"{missing[0] if missing else ''}=... to the command line")
+    check(
+        not missing,
+        f"{missing[0] if missing else ''} must be set: add "
+        f"{missing[0] if missing else ''}=... to the command line",
+    )
     normalise(cfg, tasks)
     mode = str(cfg.get("mode"))
-    check(mode in MODES,
-          f"mode={mode} is not allowed; use {', '.join(MODES[:-1])} or {MODES[-1]}")
+    check(mode in MODES, f"mode={mode} is not allowed; use {', '.join(MODES[:-1])} or {MODES[-1]}")
     checkpoint = cfg.get("checkpoint")
     if mode in ("eval", "inspect"):
         check(checkpoint is not None, f"mode={mode} needs checkpoint=PATH")
@@ -251,12 +276,14 @@ def resolve(cfg: DictConfig, tasks: Mapping[str, Any]) -> Settings:
     weight_decay = _number(cfg.optim.weight_decay, "optim.weight_decay")
     check(weight_decay >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
     unknown = sorted(set(cfg.optim) - set(OPTIM_KEYS))
-    check(not unknown, f"optim.{unknown[0] if unknown else ''} is not an optimizer setting; "
-                       f"known: {', '.join(OPTIM_KEYS)}")
+    check(
+        not unknown,
+        f"optim.{unknown[0] if unknown else ''} is not an optimizer setting; "
+        f"known: {', '.join(OPTIM_KEYS)}",
+    )
     plateau = plateau_settings(cfg.optim)
     seed = _integer(cfg.get("seed"), "seed", 0)
-    split_seed = _integer(cfg.dataset.get("split_seed"), "dataset.split_seed", 0,
-                          allow_null=True)
+    split_seed = _integer(cfg.dataset.get("split_seed"), "dataset.split_seed", 0, allow_null=True)
     model = to_dict(cfg.model)
     name = model.pop("_target_", None) or model.pop("name", None)  # _target_: your own class
     model.pop("name", None)
@@ -267,15 +294,26 @@ def resolve(cfg: DictConfig, tasks: Mapping[str, Any]) -> Settings:
         dataset_config.pop("split_seed", None)
     config = to_dict(cfg)
     return Settings(
-        mode=mode, seed=seed, split_seed=seed if split_seed is None else split_seed,
-        model_name=name, model_kwargs=model, lr=lr, weight_decay=weight_decay, plateau=plateau,
-        trainer=trainer_settings(cfg.trainer), dataset=cfg.dataset,
-        dataset_config=dataset_config, config=config, config_hash=config_hash(cfg),
-        paths=cfg.paths, logger=config.get("logger") or {},
+        mode=mode,
+        seed=seed,
+        split_seed=seed if split_seed is None else split_seed,
+        model_name=name,
+        model_kwargs=model,
+        lr=lr,
+        weight_decay=weight_decay,
+        plateau=plateau,
+        trainer=trainer_settings(cfg.trainer),
+        dataset=cfg.dataset,
+        dataset_config=dataset_config,
+        config=config,
+        config_hash=config_hash(cfg),
+        paths=cfg.paths,
+        logger=config.get("logger") or {},
         checkpoint=None if checkpoint is None else str(checkpoint),
         eval_allow_mismatch=bool(cfg.get("eval_allow_mismatch", False)),
         resume=bool(cfg.get("resume", True)),
-        threads=_integer(cfg.get("threads"), "threads", 1, allow_null=True))
+        threads=_integer(cfg.get("threads"), "threads", 1, allow_null=True),
+    )
 
 
 def build_probe(settings: Settings):

@@ -1,4 +1,5 @@
 """The in-memory node dataset every loader returns, and its fingerprints."""
+
 from __future__ import annotations
 
 import hashlib
@@ -26,6 +27,7 @@ class NodeDataset:
     ``edge_index`` is final: preprocessed as the official code does (undirected where the
     protocol says so, self-loops removed then added once).
     """
+
     name: str
     x: Tensor
     y: Tensor
@@ -33,7 +35,7 @@ class NodeDataset:
     num_classes: int
     splits: SplitProtocol
     has_graph: bool = True
-    loss: str | None = None     # set by a loader whose file decides it (own data: regression)
+    loss: str | None = None  # set by a loader whose file decides it (own data: regression)
     metric: str | None = None
 
     @property
@@ -48,16 +50,23 @@ class NodeDataset:
         return self.splits.split(run, seed)
 
     def fingerprint(self) -> dict:
-        return {"name": self.name, "num_nodes": self.num_nodes,
-                "num_features": self.num_features, "num_classes": self.num_classes,
-                "num_edges": int(self.edge_index.shape[1]),
-                "x": tensor_digest(self.x), "y": tensor_digest(self.y),
-                "edge_index": tensor_digest(self.edge_index)}
+        return {
+            "name": self.name,
+            "num_nodes": self.num_nodes,
+            "num_features": self.num_features,
+            "num_classes": self.num_classes,
+            "num_edges": int(self.edge_index.shape[1]),
+            "x": tensor_digest(self.x),
+            "y": tensor_digest(self.y),
+            "edge_index": tensor_digest(self.edge_index),
+        }
 
     def summary(self) -> str:
-        return (f"dataset {self.name} | nodes {self.num_nodes} | edges "
-                f"{self.edge_index.shape[1]} | features {self.num_features} | classes "
-                f"{self.num_classes} | split {self.splits.description}")
+        return (
+            f"dataset {self.name} | nodes {self.num_nodes} | edges "
+            f"{self.edge_index.shape[1]} | features {self.num_features} | classes "
+            f"{self.num_classes} | split {self.splits.description}"
+        )
 
 
 def split_fingerprint(split: Split) -> str:

@@ -11,6 +11,7 @@ Graphs are stored on disk as one ``.npz`` of concatenated arrays with offsets (:
 random-walk return probabilities) are computed once per dataset and cached the same way,
 keyed by the dataset's content digest (:func:`with_positional_encodings`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,6 +35,7 @@ class GraphDataset:
     (no edge features). ``num_classes`` is the number of outputs: classes (multiclass),
     tasks (binary multi-task, NaN = missing label) or 1 (regression).
     """
+
     name: str
     graphs: list
     num_classes: int
@@ -45,7 +47,7 @@ class GraphDataset:
     loss: str | None = None
     metric: str | None = None
     source_digest: str = ""
-    pe: dict = field(default_factory=dict)   # name -> [total nodes, k] tensor, see below
+    pe: dict = field(default_factory=dict)  # name -> [total nodes, k] tensor, see below
 
     has_graph = True
 
@@ -58,15 +60,24 @@ class GraphDataset:
 
     def model_inputs(self) -> dict:
         """Keywords the graph-level models are built with (recorded in checkpoints)."""
-        return {"node_input": self.node_input, "edge_input": self.edge_input,
-                "edge_channels": self.edge_channels}
+        return {
+            "node_input": self.node_input,
+            "edge_input": self.edge_input,
+            "edge_channels": self.edge_channels,
+        }
 
     def fingerprint(self) -> dict:
         nodes = sum(int(g.num_nodes) for g in self.graphs)
         edges = sum(int(g.edge_index.shape[1]) for g in self.graphs)
-        return {"name": self.name, "num_graphs": self.num_graphs, "num_nodes": nodes,
-                "num_edges": edges, "num_features": self.num_features,
-                "num_classes": self.num_classes, "content": self.digest()}
+        return {
+            "name": self.name,
+            "num_graphs": self.num_graphs,
+            "num_nodes": nodes,
+            "num_edges": edges,
+            "num_features": self.num_features,
+            "num_classes": self.num_classes,
+            "content": self.digest(),
+        }
 
     def digest(self) -> str:
         if not self.source_digest:
@@ -75,10 +86,12 @@ class GraphDataset:
 
     def summary(self) -> str:
         nodes = sum(int(g.num_nodes) for g in self.graphs)
-        return (f"dataset {self.name} | graphs {self.num_graphs} | nodes {nodes} (mean "
-                f"{nodes / max(self.num_graphs, 1):.1f}) | node features {self.node_input} "
-                f"{self.num_features} | edge features {self.edge_input or 'none'} | outputs "
-                f"{self.num_classes} | split {self.splits.description}")
+        return (
+            f"dataset {self.name} | graphs {self.num_graphs} | nodes {nodes} (mean "
+            f"{nodes / max(self.num_graphs, 1):.1f}) | node features {self.node_input} "
+            f"{self.num_features} | edge features {self.edge_input or 'none'} | outputs "
+            f"{self.num_classes} | split {self.splits.description}"
+        )
 
 
 def arrays_digest(arrays: dict) -> str:
@@ -95,6 +108,7 @@ def arrays_digest(arrays: dict) -> str:
 
 def pack(graphs: list) -> dict:
     """Concatenate a list of graphs (PyG ``Data`` or dicts with the same keys) into arrays."""
+
     def get(g, key):
         return g[key] if isinstance(g, dict) else getattr(g, key, None)
 
@@ -103,11 +117,15 @@ def pack(graphs: list) -> dict:
 
     nodes = [int(get(g, "num_nodes")) for g in graphs]
     edges = [arr(get(g, "edge_index")).shape[1] for g in graphs]
-    out = {"node_ptr": np.cumsum([0, *nodes]), "edge_ptr": np.cumsum([0, *edges]),
-           "x": np.concatenate([arr(get(g, "x")) for g in graphs]),
-           "edge_index": np.concatenate([arr(get(g, "edge_index")) for g in graphs], axis=1)
-           if graphs else np.zeros((2, 0), np.int64),
-           "y": np.concatenate([arr(get(g, "y")).reshape(1, -1) for g in graphs])}
+    out = {
+        "node_ptr": np.cumsum([0, *nodes]),
+        "edge_ptr": np.cumsum([0, *edges]),
+        "x": np.concatenate([arr(get(g, "x")) for g in graphs]),
+        "edge_index": np.concatenate([arr(get(g, "edge_index")) for g in graphs], axis=1)
+        if graphs
+        else np.zeros((2, 0), np.int64),
+        "y": np.concatenate([arr(get(g, "y")).reshape(1, -1) for g in graphs]),
+    }
     if graphs and get(graphs[0], "edge_attr") is not None:
         out["edge_attr"] = np.concatenate([arr(get(g, "edge_attr")) for g in graphs])
     return out
@@ -121,8 +139,11 @@ def unpack(arrays: dict, y_dtype=None) -> list:
     node_ptr, edge_ptr = arrays["node_ptr"], arrays["edge_ptr"]
     x = torch.from_numpy(np.ascontiguousarray(arrays["x"]))
     edge_index = torch.from_numpy(np.ascontiguousarray(arrays["edge_index"])).long()
-    edge_attr = torch.from_numpy(np.ascontiguousarray(arrays["edge_attr"])) \
-        if "edge_attr" in arrays else None
+    edge_attr = (
+        torch.from_numpy(np.ascontiguousarray(arrays["edge_attr"]))
+        if "edge_attr" in arrays
+        else None
+    )
     y = torch.from_numpy(np.ascontiguousarray(arrays["y"]))
     if y_dtype is not None:
         y = y.to(y_dtype)
@@ -130,8 +151,12 @@ def unpack(arrays: dict, y_dtype=None) -> list:
     graphs = []
     for g in range(len(node_ptr) - 1):
         a, b, c, d = int(node_ptr[g]), int(node_ptr[g + 1]), int(edge_ptr[g]), int(edge_ptr[g + 1])
-        data = Data(x=x[a:b], edge_index=edge_index[:, c:d], y=y[g].view(-1) if single_class
-                    else y[g:g + 1], num_nodes=b - a)
+        data = Data(
+            x=x[a:b],
+            edge_index=edge_index[:, c:d],
+            y=y[g].view(-1) if single_class else y[g : g + 1],
+            num_nodes=b - a,
+        )
         if edge_attr is not None:
             data.edge_attr = edge_attr[c:d]
         graphs.append(data)
@@ -169,8 +194,8 @@ def laplacian_pe(edge_index: np.ndarray, num_nodes: int, k: int) -> np.ndarray:
     inv = np.where(deg > 0, 1.0 / np.sqrt(np.maximum(deg, 1e-12)), 0.0)
     lap = np.eye(num_nodes) - inv[:, None] * adj * inv[None, :]
     _, vecs = np.linalg.eigh(lap)
-    take = vecs[:, 1:k + 1]
-    pe[:, :take.shape[1]] = take
+    take = vecs[:, 1 : k + 1]
+    pe[:, : take.shape[1]] = take
     return pe
 
 
@@ -190,29 +215,33 @@ def random_walk_pe(edge_index: np.ndarray, num_nodes: int, k: int) -> np.ndarray
 PE_FUNCTIONS = {"lap": laplacian_pe, "rwse": random_walk_pe}
 
 
-def with_positional_encodings(dataset: GraphDataset, needs: dict, cache_dir: Path
-                              ) -> GraphDataset:
+def with_positional_encodings(dataset: GraphDataset, needs: dict, cache_dir: Path) -> GraphDataset:
     """Attach each encoding in ``needs`` ({"lap": 10, "rwse": 16}) to every graph as
     ``data.<name>_pe``, computed once and cached under ``cache_dir/pe/``."""
     for name, k in sorted(needs.items()):
         if name not in PE_FUNCTIONS:
-            raise ValueError(f"unknown positional encoding {name!r}; allowed: "
-                             f"{', '.join(PE_FUNCTIONS)}")
+            raise ValueError(
+                f"unknown positional encoding {name!r}; allowed: {', '.join(PE_FUNCTIONS)}"
+            )
         k = int(k)
         path = Path(cache_dir) / "pe" / f"{dataset.name}-{dataset.digest()}-{name}{k}.npz"
         if path.exists():
             pe = load_npz(path)["pe"]
         else:
             fn = PE_FUNCTIONS[name]
-            pe = np.concatenate([fn(g.edge_index.numpy(), int(g.num_nodes), k)
-                                 for g in dataset.graphs]) if dataset.graphs else \
-                np.zeros((0, k), np.float32)
+            pe = (
+                np.concatenate(
+                    [fn(g.edge_index.numpy(), int(g.num_nodes), k) for g in dataset.graphs]
+                )
+                if dataset.graphs
+                else np.zeros((0, k), np.float32)
+            )
             save_npz(path, {"pe": pe})
         pe = torch.from_numpy(pe)
         start = 0
         for g in dataset.graphs:
             n = int(g.num_nodes)
-            setattr(g, f"{name}_pe", pe[start:start + n])
+            setattr(g, f"{name}_pe", pe[start : start + n])
             start += n
         dataset.pe[name] = k
     return dataset

@@ -5,6 +5,7 @@ pickled dict of x_train, y_train, x_test, y_test); 20News is the 10-category bag
 built with scikit-learn. A kNN graph (``knn_k``) can be built for models that use a graph;
 DIFFormer runs without one, as in the paper.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -22,12 +23,23 @@ from .safe_pickle import check_zlib_pickle, safe_load
 from .sources import DataRoot
 from .splits import RandomClassSplit
 
-FEATURES_SOURCE = ("the authors' Google Drive release of the SimCLR features linked from "
-                   "github.com/qitianwu/DIFFormer (image and text/README); save it as "
-                   "{rel}")
-NEWS_CATEGORIES = ["alt.atheism", "comp.sys.ibm.pc.hardware", "misc.forsale", "rec.autos",
-                   "rec.sport.hockey", "sci.crypt", "sci.electronics", "sci.med", "sci.space",
-                   "talk.politics.guns"]
+FEATURES_SOURCE = (
+    "the authors' Google Drive release of the SimCLR features linked from "
+    "github.com/qitianwu/DIFFormer (image and text/README); save it as "
+    "{rel}"
+)
+NEWS_CATEGORIES = [
+    "alt.atheism",
+    "comp.sys.ibm.pc.hardware",
+    "misc.forsale",
+    "rec.autos",
+    "rec.sport.hockey",
+    "sci.crypt",
+    "sci.electronics",
+    "sci.med",
+    "sci.space",
+    "talk.politics.guns",
+]
 NEWS_ARCHIVE = "20news/20news-bydate.tar.gz"
 NEWS_CACHE = "20news-bydate_py3.pkz"  # the file sklearn's fetch_20newsgroups looks for
 NEWS_SOURCE = "scikit-learn's fetch_20newsgroups download (or 20news/20news-bydate.tar.gz)"
@@ -50,11 +62,21 @@ def instance_dataset(name: str, x: torch.Tensor, y: torch.Tensor, opts) -> NodeD
     if k is not None and int(k) < 1:
         raise ValueError(f"dataset.knn_k must be >= 1 or null, got {k}")
     edge_index = self_loops(x.shape[0]) if k is None else knn_edges(x, int(k))
-    return NodeDataset(name=name, x=x, y=y, edge_index=edge_index,
-                       num_classes=int(y.max()) + 1, has_graph=k is not None,
-                       splits=RandomClassSplit(y, opts.labels_per_class, opts.valid_num,
-                                               opts.get("test_num"),
-                                               shared=opts.get("shared_split", False)))
+    return NodeDataset(
+        name=name,
+        x=x,
+        y=y,
+        edge_index=edge_index,
+        num_classes=int(y.max()) + 1,
+        has_graph=k is not None,
+        splits=RandomClassSplit(
+            y,
+            opts.labels_per_class,
+            opts.valid_num,
+            opts.get("test_num"),
+            shared=opts.get("shared_split", False),
+        ),
+    )
 
 
 def load_digits(name: str, opts, root: DataRoot) -> NodeDataset:
@@ -63,8 +85,12 @@ def load_digits(name: str, opts, root: DataRoot) -> NodeDataset:
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
-    return instance_dataset(name, torch.as_tensor(bunch.data, dtype=torch.float) / 16.0,
-                            torch.as_tensor(bunch.target, dtype=torch.long), opts)
+    return instance_dataset(
+        name,
+        torch.as_tensor(bunch.data, dtype=torch.float) / 16.0,
+        torch.as_tensor(bunch.target, dtype=torch.long),
+        opts,
+    )
 
 
 def load_simclr_features(name: str, opts, root: DataRoot) -> NodeDataset:
@@ -82,8 +108,9 @@ def load_simclr_features(name: str, opts, root: DataRoot) -> NodeDataset:
     limit = opts.get("max_instances")
     if limit is not None:
         x, y = x[:limit], y[:limit]
-    return instance_dataset(name, torch.as_tensor(x, dtype=torch.float),
-                            torch.as_tensor(y, dtype=torch.long), opts)
+    return instance_dataset(
+        name, torch.as_tensor(x, dtype=torch.float), torch.as_tensor(y, dtype=torch.long), opts
+    )
 
 
 def _news_cache_from_archive(archive, home) -> None:
@@ -94,8 +121,10 @@ def _news_cache_from_archive(archive, home) -> None:
     tmp = home / f"20news_home.tmp{os.getpid()}"
     with tarfile.open(archive, "r:gz") as tar:
         tar.extractall(tmp, filter="data")
-    cache = {part: load_files(tmp / f"20news-bydate-{part}", encoding="latin1")
-             for part in ("train", "test")}
+    cache = {
+        part: load_files(tmp / f"20news-bydate-{part}", encoding="latin1")
+        for part in ("train", "test")
+    }
     payload = codecs.encode(pickle.dumps(cache), "zlib_codec")
     (home / (NEWS_CACHE + ".tmp")).write_bytes(payload)
     os.replace(home / (NEWS_CACHE + ".tmp"), home / NEWS_CACHE)
@@ -124,5 +153,9 @@ def load_20news(name: str, opts, root: DataRoot) -> NodeDataset:
         raise root.unavailable(name, NEWS_ARCHIVE, NEWS_SOURCE) from err
     counts = CountVectorizer(stop_words="english", min_df=0.05).fit_transform(news.data)
     features = TfidfTransformer(smooth_idf=False).fit_transform(counts).toarray()
-    return instance_dataset(name, torch.as_tensor(features, dtype=torch.float),
-                            torch.as_tensor(news.target, dtype=torch.long), opts)
+    return instance_dataset(
+        name,
+        torch.as_tensor(features, dtype=torch.float),
+        torch.as_tensor(news.target, dtype=torch.long),
+        opts,
+    )

@@ -12,6 +12,7 @@
 * ``smiles_csv``: your own CSV of SMILES and target columns, classification (0/1, empty =
   missing) or regression, scaffold or random split.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,10 @@ def _rdkit():
     try:
         from rdkit import Chem, RDLogger
     except ImportError as err:
-        raise DataError("molecules from SMILES need rdkit: pip install 'difformer[molecules]' "
-                        "(or pip install rdkit)") from err
+        raise DataError(
+            "molecules from SMILES need rdkit: pip install 'difformer[molecules]' "
+            "(or pip install rdkit)"
+        ) from err
     RDLogger.DisableLog("rdApp.*")  # invalid SMILES are reported by us, once
     return Chem
 
@@ -63,8 +66,12 @@ def mol_to_graph(smiles: str) -> dict | None:
     chem = _rdkit()
     if chem.MolFromSmiles(smiles) is not None:
         g = smiles2graph(smiles)
-        return {"x": g["node_feat"], "edge_index": g["edge_index"], "edge_attr": g["edge_feat"],
-                "num_nodes": g["num_nodes"]}
+        return {
+            "x": g["node_feat"],
+            "edge_index": g["edge_index"],
+            "edge_attr": g["edge_feat"],
+            "num_nodes": g["num_nodes"],
+        }
     mol = parse_smiles(smiles)
     if mol is None:
         return None
@@ -92,8 +99,9 @@ def scaffold_of(smiles: str) -> str:
         return f"unscaffoldable:{smiles}"
 
 
-def scaffold_split(smiles: list[str], frac_train: float = 0.8, frac_valid: float = 0.1
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scaffold_split(
+    smiles: list[str], frac_train: float = 0.8, frac_valid: float = 0.1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """OGB's deterministic scaffold split (Hu et al. 2020, from the pretrain-gnns code): group
     molecules by scaffold, order the groups largest first (ties: the group whose first
     molecule comes last first, as their ``sorted(..., reverse=True)``), then fill train to
@@ -133,8 +141,7 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
         return list(reader.fieldnames or []), list(reader)
 
 
-def featurise(path: Path, smiles_col: str, target_cols: list[str], cache: Path,
-              split: str) -> dict:
+def featurise(path: Path, smiles_col: str, target_cols: list[str], cache: Path, split: str) -> dict:
     """Graphs, targets [G, T] (NaN = missing) and the scaffold split of a SMILES CSV, built
     once and cached as a plain npz keyed by the file's content and the columns."""
     key = hashlib.sha256(f"{file_digest(path)}|{smiles_col}|{target_cols}|{split}".encode())
@@ -151,8 +158,10 @@ def featurise(path: Path, smiles_col: str, target_cols: list[str], cache: Path,
         if g is None:
             bad.append(i)
             continue
-        g["y"] = np.array([float(row[c]) if row[c].strip() != "" else math.nan
-                           for c in target_cols], dtype=np.float32)
+        g["y"] = np.array(
+            [float(row[c]) if row[c].strip() != "" else math.nan for c in target_cols],
+            dtype=np.float32,
+        )
         graphs.append(g)
         smiles.append(row[smiles_col])
     if bad:
@@ -178,24 +187,42 @@ def _task_of(y: np.ndarray, declared: str | None) -> str:
     return task
 
 
-def molecule_dataset(name: str, arrays: dict, split_kind: str, opts, metric: str | None = None,
-                     split_source: str = "scaffold split 80/10/10") -> GraphDataset:
+def molecule_dataset(
+    name: str,
+    arrays: dict,
+    split_kind: str,
+    opts,
+    metric: str | None = None,
+    split_source: str = "scaffold split 80/10/10",
+) -> GraphDataset:
     task = _task_of(arrays["y"], opts.get("task"))
     graphs = unpack(arrays)
     splits: SplitProtocol
     if split_kind == "scaffold":
-        splits = FixedIndexSplit(*(torch.as_tensor(arrays[f"split_{p}"])  # type: ignore[misc,arg-type]
-                                   for p in ("train", "valid", "test")),
-                                 source=split_source)
+        splits = FixedIndexSplit(
+            *(
+                torch.as_tensor(arrays[f"split_{p}"])  # type: ignore[misc,arg-type]
+                for p in ("train", "valid", "test")
+            ),
+            source=split_source,
+        )
     else:
-        splits = RandomFractionSplit.of_graphs(len(graphs), float(opts.get("train_ratio", 0.8)),
-                                               float(opts.get("valid_ratio", 0.1)))
+        splits = RandomFractionSplit.of_graphs(
+            len(graphs), float(opts.get("train_ratio", 0.8)), float(opts.get("valid_ratio", 0.1))
+        )
     classify = task == "classification"
-    return GraphDataset(name=name, graphs=graphs, num_classes=arrays["y"].shape[1],
-                        splits=splits, node_input="ogb_atom", num_features=9,
-                        edge_input="ogb_bond", edge_channels=3,
-                        loss="bce_masked" if classify else "l1",
-                        metric=metric or ("rocauc_multitask" if classify else "mae"))
+    return GraphDataset(
+        name=name,
+        graphs=graphs,
+        num_classes=arrays["y"].shape[1],
+        splits=splits,
+        node_input="ogb_atom",
+        num_features=9,
+        edge_input="ogb_bond",
+        edge_channels=3,
+        loss="bce_masked" if classify else "l1",
+        metric=metric or ("rocauc_multitask" if classify else "mae"),
+    )
 
 
 def load_hiv(name: str, opts, root: DataRoot) -> GraphDataset:
@@ -205,8 +232,7 @@ def load_hiv(name: str, opts, root: DataRoot) -> GraphDataset:
     path = root.find(rel)
     if path is None:
         raise root.unavailable(name, rel, "MoleculeNet (deepchem's HIV.csv)")
-    arrays = featurise(path, "smiles", ["HIV_active"], root.cache_dir / "molecules",
-                       "scaffold")
+    arrays = featurise(path, "smiles", ["HIV_active"], root.cache_dir / "molecules", "scaffold")
     return molecule_dataset(name, arrays, "scaffold", opts, metric="rocauc_molhiv")
 
 
@@ -218,8 +244,9 @@ def load_smiles_csv(name: str, opts, root: DataRoot) -> GraphDataset:
         raise DataError(f"dataset.path={opts.path}: no such file")
     targets = list(opts.get("target_cols") or [])
     if not targets:
-        raise DataError("dataset.target_cols must list at least one column, e.g. "
-                        "dataset.target_cols=[label]")
+        raise DataError(
+            "dataset.target_cols must list at least one column, e.g. dataset.target_cols=[label]"
+        )
     split = str(opts.get("split", "scaffold"))
     if split not in ("scaffold", "random"):
         raise DataError(f"dataset.split={split} is not allowed; use scaffold or random")
@@ -236,8 +263,11 @@ def _ogb_master(name: str) -> dict:
     import ogb.graphproppred
     import pandas as pd
 
-    master = pd.read_csv(os.path.join(os.path.dirname(ogb.graphproppred.__file__),
-                                      "master.csv"), index_col=0, keep_default_na=False)
+    master = pd.read_csv(
+        os.path.join(os.path.dirname(ogb.graphproppred.__file__), "master.csv"),
+        index_col=0,
+        keep_default_na=False,
+    )
     if name not in master:
         raise DataError(f"{name} is not an OGB graph-property dataset")
     return master[name].to_dict()
@@ -250,9 +280,10 @@ def load_ogbg(name: str, opts, root: DataRoot) -> GraphDataset:
 
     meta = _ogb_master(name)
     rel = f"ogb/{name.replace('-', '_')}"
-    required = [f"raw/{f}.csv.gz" for f in ("edge", "node-feat", "edge-feat", "graph-label",
-                                            "num-node-list", "num-edge-list")] + \
-        [f"split/{meta['split']}/{p}.csv.gz" for p in ("train", "valid", "test")]
+    required = [
+        f"raw/{f}.csv.gz"
+        for f in ("edge", "node-feat", "edge-feat", "graph-label", "num-node-list", "num-edge-list")
+    ] + [f"split/{meta['split']}/{p}.csv.gz" for p in ("train", "valid", "test")]
 
     cached = root.cache_dir / rel / "processed" / "difformer_graphs.npz"
 
@@ -262,27 +293,46 @@ def load_ogbg(name: str, opts, root: DataRoot) -> GraphDataset:
             _download(meta, copy)
         from ogb.io.read_graph_raw import read_csv_graph_raw
 
-        raw = read_csv_graph_raw(str(copy / "raw"),
-                                 add_inverse_edge=str(meta["add_inverse_edge"]) == "True")
-        labels = pd.read_csv(copy / "raw" / "graph-label.csv.gz", compression="gzip",
-                             header=None).values.astype(np.float32)
-        graphs = [{"x": g["node_feat"], "edge_index": g["edge_index"],
-                   "edge_attr": g["edge_feat"], "num_nodes": g["num_nodes"], "y": labels[i]}
-                  for i, g in enumerate(raw)]
+        raw = read_csv_graph_raw(
+            str(copy / "raw"), add_inverse_edge=str(meta["add_inverse_edge"]) == "True"
+        )
+        labels = pd.read_csv(
+            copy / "raw" / "graph-label.csv.gz", compression="gzip", header=None
+        ).values.astype(np.float32)
+        graphs = [
+            {
+                "x": g["node_feat"],
+                "edge_index": g["edge_index"],
+                "edge_attr": g["edge_feat"],
+                "num_nodes": g["num_nodes"],
+                "y": labels[i],
+            }
+            for i, g in enumerate(raw)
+        ]
         arrays = pack(graphs)
         for p in ("train", "valid", "test"):
-            arrays[f"split_{p}"] = pd.read_csv(copy / "split" / meta["split"] / f"{p}.csv.gz",
-                                               compression="gzip", header=None
-                                               ).values.T[0].astype(np.int64)
+            arrays[f"split_{p}"] = (
+                pd.read_csv(
+                    copy / "split" / meta["split"] / f"{p}.csv.gz", compression="gzip", header=None
+                )
+                .values.T[0]
+                .astype(np.int64)
+            )
         save_npz(cached, arrays)
         return arrays
 
     # once parsed, the plain-array cache is all we read (the raw files may go)
-    arrays = load_npz(cached) if cached.exists() else \
-        root.load(name, rel, meta["url"], required, read)
-    return molecule_dataset(name, arrays, "scaffold", {"task": "classification"},
-                            metric=OGB_METRICS[meta["eval metric"]],
-                            split_source=f"OGB {meta['split']} split")
+    arrays = (
+        load_npz(cached) if cached.exists() else root.load(name, rel, meta["url"], required, read)
+    )
+    return molecule_dataset(
+        name,
+        arrays,
+        "scaffold",
+        {"task": "classification"},
+        metric=OGB_METRICS[meta["eval metric"]],
+        split_source=f"OGB {meta['split']} split",
+    )
 
 
 def _download(meta: dict, target: Path) -> None:

@@ -16,6 +16,7 @@ The file's content is fingerprinted into every checkpoint, so ``mode=eval`` refu
 file. Files are read without running code: npz with ``allow_pickle=False``, PyG files with
 ``weights_only=True`` (only PyG's data classes admitted).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,15 +51,22 @@ def _tensor(array, dtype=None) -> torch.Tensor:
 def build(name: str, arrays: dict, opts) -> NodeDataset:
     """A NodeDataset from arrays named as the module docstring says."""
     if "x" not in arrays or "y" not in arrays:
-        raise DataError(f"dataset={name}: the file needs arrays 'x' and 'y' (has "
-                         f"{', '.join(sorted(arrays)) or 'none'})")
+        raise DataError(
+            f"dataset={name}: the file needs arrays 'x' and 'y' (has "
+            f"{', '.join(sorted(arrays)) or 'none'})"
+        )
     x = _tensor(arrays["x"], torch.float)
     y_raw = _tensor(arrays["y"]).reshape(-1)
     if x.dim() != 2 or y_raw.shape[0] != x.shape[0]:
-        raise DataError(f"dataset={name}: x must be [N, F] and y [N]; got x "
-                         f"{tuple(x.shape)}, y {tuple(y_raw.shape)}")
-    task = opts.get("task") or ("regression" if y_raw.is_floating_point() and
-                                not torch.equal(y_raw, y_raw.round()) else "classification")
+        raise DataError(
+            f"dataset={name}: x must be [N, F] and y [N]; got x "
+            f"{tuple(x.shape)}, y {tuple(y_raw.shape)}"
+        )
+    task = opts.get("task") or (
+        "regression"
+        if y_raw.is_floating_point() and not torch.equal(y_raw, y_raw.round())
+        else "classification"
+    )
     if task not in TASKS:
         raise DataError(f"dataset.task={task} is not allowed; use {' or '.join(TASKS)}")
     n = x.shape[0]
@@ -80,8 +88,15 @@ def build(name: str, arrays: dict, opts) -> NodeDataset:
         edge_index = prepare_edges(edge_index, n, undirected=opts.get("undirected", True))
     else:
         edge_index = self_loops(n)
-    dataset = NodeDataset(name=name, x=x, y=y, edge_index=edge_index, num_classes=num_classes,
-                          splits=_splits(arrays, opts, y, labelled, task), has_graph=has_graph)
+    dataset = NodeDataset(
+        name=name,
+        x=x,
+        y=y,
+        edge_index=edge_index,
+        num_classes=num_classes,
+        splits=_splits(arrays, opts, y, labelled, task),
+        has_graph=has_graph,
+    )
     if task == "regression":
         dataset = dataclasses.replace(dataset, loss="mse", metric="mse")
     return dataset
@@ -93,16 +108,23 @@ def _splits(arrays: dict, opts, y, labelled, task):
         masks = [m if m.dim() == 2 else m.unsqueeze(0) for m in masks]
         return FixedMaskSplits(*masks, source="splits from the file")  # type: ignore[misc,arg-type]
     if all(arrays.get(f"{k}_idx") is not None for k in ("train", "valid", "test")):
-        idx = [_tensor(arrays[f"{k}_idx"], torch.long).reshape(-1)
-               for k in ("train", "valid", "test")]
+        idx = [
+            _tensor(arrays[f"{k}_idx"], torch.long).reshape(-1) for k in ("train", "valid", "test")
+        ]
         return FixedIndexSplit(*idx, source="split from the file")  # type: ignore[misc,arg-type]
     if opts.get("labels_per_class") is not None:
         if task != "classification":
             raise DataError("dataset.labels_per_class needs classification labels")
-        return RandomClassSplit(y, int(opts.labels_per_class), int(opts.get("valid_num", 500)),
-                                opts.get("test_num"), shared=False)
-    return RandomFractionSplit(labelled, float(opts.get("train_ratio", 0.5)),
-                               float(opts.get("valid_ratio", 0.25)))
+        return RandomClassSplit(
+            y,
+            int(opts.labels_per_class),
+            int(opts.get("valid_num", 500)),
+            opts.get("test_num"),
+            shared=False,
+        )
+    return RandomFractionSplit(
+        labelled, float(opts.get("train_ratio", 0.5)), float(opts.get("valid_ratio", 0.25))
+    )
 
 
 def load_npz(name: str, opts, root) -> NodeDataset:
@@ -138,8 +160,10 @@ def load_csv(name: str, opts, root) -> NodeDataset:
     id_col, label_col = opts.get("id_col", "id"), opts.get("label_col", "label")
     for col in (id_col, label_col):
         if col not in nodes.columns:
-            raise DataError(f"dataset.nodes has no column {col!r} (columns: "
-                             f"{', '.join(map(str, nodes.columns))})")
+            raise DataError(
+                f"dataset.nodes has no column {col!r} (columns: "
+                f"{', '.join(map(str, nodes.columns))})"
+            )
     position = {node: i for i, node in enumerate(nodes[id_col])}
     features = nodes.drop(columns=[id_col, label_col])
     arrays = {"x": features.to_numpy(dtype=np.float32), "y": nodes[label_col].to_numpy()}
@@ -149,6 +173,7 @@ def load_csv(name: str, opts, root) -> NodeDataset:
         unknown = sorted(set(edges[src]).union(edges[dst]) - set(position))[:5]
         if unknown:
             raise DataError(f"dataset.edges names nodes not in dataset.nodes: {unknown}")
-        arrays["edge_index"] = np.stack([edges[src].map(position).to_numpy(),
-                                         edges[dst].map(position).to_numpy()])
+        arrays["edge_index"] = np.stack(
+            [edges[src].map(position).to_numpy(), edges[dst].map(position).to_numpy()]
+        )
     return build(name, arrays, opts)

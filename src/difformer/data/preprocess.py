@@ -1,4 +1,5 @@
 """Graph and feature preprocessing shared by the loaders (docs/protocols.md §1.1)."""
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ unpickles). A pickle can name any callable; this unpickler accepts only numpy's 
 reconstruction and scikit-learn's ``Bunch``, so a planted file fails with
 :class:`UnsafeDataFile` instead of running.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -19,12 +20,19 @@ class UnsafeDataFile(RuntimeError):
 
 
 ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("sklearn.utils._bunch", "Bunch"), ("sklearn.utils", "Bunch"),
-    ("builtins", "set"), ("builtins", "frozenset"), ("collections", "OrderedDict"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("sklearn.utils._bunch", "Bunch"),
+    ("sklearn.utils", "Bunch"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("collections", "OrderedDict"),
 }
 
 
@@ -39,9 +47,11 @@ def safe_loads(payload: bytes, source: Path):
     try:
         return _Restricted(io.BytesIO(payload)).load()
     except (pickle.UnpicklingError, AttributeError, EOFError, ValueError) as err:
-        raise UnsafeDataFile(f"{source} is not a plain data pickle ({err}); it was not "
-                             "loaded. Delete it if it is a cache, or replace it with the "
-                             "published file") from err
+        raise UnsafeDataFile(
+            f"{source} is not a plain data pickle ({err}); it was not "
+            "loaded. Delete it if it is a cache, or replace it with the "
+            "published file"
+        ) from err
 
 
 def safe_load(path: Path):
@@ -69,9 +79,11 @@ def check_torch_files(folder: Path) -> None:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001
             reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            raise UnsafeDataFile(f"{path} does not load as weights-only torch data ({reason}); "
-                                 "it was not loaded. Delete the processed folder to rebuild "
-                                 "it from the raw files") from err
+            raise UnsafeDataFile(
+                f"{path} does not load as weights-only torch data ({reason}); "
+                "it was not loaded. Delete the processed folder to rebuild "
+                "it from the raw files"
+            ) from err
 
 
 def _storage_from_bytes(payload: bytes):
@@ -102,6 +114,8 @@ def safe_load_tensors(path: Path):
     try:
         return _TensorPickle(io.BytesIO(path.read_bytes())).load()
     except (pickle.UnpicklingError, AttributeError, EOFError, ValueError) as err:
-        raise UnsafeDataFile(f"{path} is not a plain data pickle ({err}); it was not "
-                             "loaded. Delete it if it is a cache, or replace it with the "
-                             "published file") from err
+        raise UnsafeDataFile(
+            f"{path} is not a plain data pickle ({err}); it was not "
+            "loaded. Delete it if it is a cache, or replace it with the "
+            "published file"
+        ) from err

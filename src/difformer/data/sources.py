@@ -6,6 +6,7 @@ Loaders that write processed files next to the raw ones (PyG) work on a copy und
 ``cache_dir``, where downloads also go. With ``offline``
 set, a missing file is an immediate, explicit error instead of a download attempt.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,11 @@ class DataRoot:
     @classmethod
     def from_config(cls, paths) -> DataRoot:
         offline = str(paths.get("offline", False)).lower() in ("1", "true", "yes")
-        return cls(Path(paths.data_dir).expanduser().resolve(),
-                   Path(paths.cache_dir).expanduser().resolve(), offline)
+        return cls(
+            Path(paths.data_dir).expanduser().resolve(),
+            Path(paths.cache_dir).expanduser().resolve(),
+            offline,
+        )
 
     def find(self, relpath: str) -> Path | None:
         """The existing file or folder ``relpath`` under data_dir, else under cache_dir."""
@@ -82,10 +86,12 @@ class DataRoot:
             f"(nor in the cache {self.cache_dir / relpath}); they come from {source}. "
             "Put them there, point DIFFORMER_DATA (or paths.data_dir=...) at a folder that "
             "holds them, or run with internet access so the loader can download them.",
-            path=str(self.data_dir / relpath))
+            path=str(self.data_dir / relpath),
+        )
 
-    def load(self, name: str, relpath: str, source: str, required: list[str],
-             loader: Callable[[], T]) -> T:
+    def load(
+        self, name: str, relpath: str, source: str, required: list[str], loader: Callable[[], T]
+    ) -> T:
         """Run ``loader`` (which may download) unless offline with ``required`` files absent.
 
         ``required`` are paths relative to the writable copy of ``relpath``; a failed download

@@ -10,6 +10,7 @@
   planted file holds; we read the same raw files (``ZINC/raw/{train,val,test}.pickle`` and
   ``*.index``, downloaded by PyG's URLs) with an unpickler that admits only tensors.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,10 @@ from .splits import FixedIndexSplit, RandomFractionSplit, StratifiedFolds
 
 TU_URL = "https://www.chrsmrrs.com/graphkerneldatasets"
 ZINC_URL = "https://www.dropbox.com/s/feo9qle74kg48gy/molecules.zip?dl=1"
-ZINC_SPLIT_URL = ("https://raw.githubusercontent.com/graphdeeplearning/benchmarking-gnns/"
-                  "master/data/molecules/{}.index")
+ZINC_SPLIT_URL = (
+    "https://raw.githubusercontent.com/graphdeeplearning/benchmarking-gnns/"
+    "master/data/molecules/{}.index"
+)
 ZINC_ATOM_TYPES, ZINC_BOND_TYPES = 28, 4
 SPLITS = ("cv10", "random")
 
@@ -44,19 +47,31 @@ def load_tu(name: str, opts, root: DataRoot) -> GraphDataset:
     graphs = []
     for g in ds:
         x = g.x if g.x is not None else torch.ones((g.num_nodes, 1))
-        data = Data(x=x.float(), edge_index=g.edge_index, y=g.y.view(-1).long(),
-                    num_nodes=g.num_nodes)
+        data = Data(
+            x=x.float(), edge_index=g.edge_index, y=g.y.view(-1).long(), num_nodes=g.num_nodes
+        )
         if g.edge_attr is not None:
             data.edge_attr = g.edge_attr.float()
         graphs.append(data)
     y = torch.cat([g.y for g in graphs])
-    splits = StratifiedFolds(y, int(opts.get("folds", 10))) if split == "cv10" else \
-        RandomFractionSplit.of_graphs(len(graphs))
+    splits = (
+        StratifiedFolds(y, int(opts.get("folds", 10)))
+        if split == "cv10"
+        else RandomFractionSplit.of_graphs(len(graphs))
+    )
     edge_dim = graphs[0].edge_attr.shape[1] if graphs and "edge_attr" in graphs[0] else 0
-    return GraphDataset(name=name, graphs=graphs, num_classes=int(y.max()) + 1, splits=splits,
-                        node_input="dense", num_features=int(graphs[0].x.shape[1]),
-                        edge_input="dense" if edge_dim else None, edge_channels=edge_dim,
-                        loss="cross_entropy", metric="accuracy")
+    return GraphDataset(
+        name=name,
+        graphs=graphs,
+        num_classes=int(y.max()) + 1,
+        splits=splits,
+        node_input="dense",
+        num_features=int(graphs[0].x.shape[1]),
+        edge_input="dense" if edge_dim else None,
+        edge_channels=edge_dim,
+        loss="cross_entropy",
+        metric="accuracy",
+    )
 
 
 def _zinc_part(raw, part: str, subset: bool) -> list:
@@ -72,11 +87,15 @@ def _zinc_part(raw, part: str, subset: bool) -> list:
         mol = mols[i]
         adj = torch.as_tensor(mol["bond_type"])
         edge_index = adj.nonzero(as_tuple=False).t().contiguous()
-        graphs.append(Data(x=torch.as_tensor(mol["atom_type"]).long().view(-1, 1),
-                           edge_index=edge_index,
-                           edge_attr=adj[edge_index[0], edge_index[1]].long().view(-1, 1),
-                           y=torch.as_tensor(mol["logP_SA_cycle_normalized"]).float().view(1, 1),
-                           num_nodes=int(adj.shape[0])))
+        graphs.append(
+            Data(
+                x=torch.as_tensor(mol["atom_type"]).long().view(-1, 1),
+                edge_index=edge_index,
+                edge_attr=adj[edge_index[0], edge_index[1]].long().view(-1, 1),
+                y=torch.as_tensor(mol["logP_SA_cycle_normalized"]).float().view(1, 1),
+                num_nodes=int(adj.shape[0]),
+            )
+        )
     return graphs
 
 
@@ -97,12 +116,24 @@ def load_zinc(name: str, opts, root: DataRoot) -> GraphDataset:
     graphs = [g for part in parts for g in part]
     bounds = torch.cumsum(torch.tensor([0, *map(len, parts)]), 0)
     idx = torch.arange(len(graphs))
-    splits = FixedIndexSplit(idx[:bounds[1]], idx[bounds[1]:bounds[2]], idx[bounds[2]:],
-                             source="ZINC subset split" if subset else "ZINC split")
-    return GraphDataset(name=name, graphs=graphs, num_classes=1, splits=splits,
-                        node_input="categorical", num_features=ZINC_ATOM_TYPES,
-                        edge_input="categorical", edge_channels=ZINC_BOND_TYPES,
-                        loss="l1", metric="mae")
+    splits = FixedIndexSplit(
+        idx[: bounds[1]],
+        idx[bounds[1] : bounds[2]],
+        idx[bounds[2] :],
+        source="ZINC subset split" if subset else "ZINC split",
+    )
+    return GraphDataset(
+        name=name,
+        graphs=graphs,
+        num_classes=1,
+        splits=splits,
+        node_input="categorical",
+        num_features=ZINC_ATOM_TYPES,
+        edge_input="categorical",
+        edge_channels=ZINC_BOND_TYPES,
+        loss="l1",
+        metric="mae",
+    )
 
 
 def _download_zinc(target) -> None:

@@ -10,6 +10,7 @@ on the k-NN graph of the features), ``set_labels`` (it reads the train labels),
 (``level = "graph"``) return one prediction per graph from ``forward(x, edge_index, batch,
 edge_attr, ...)`` and name the positional encodings they read (``positional_encodings``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -51,16 +52,33 @@ _REGISTRY: dict[str, tuple[str, dict]] = {
     "gps": ("graph_transformers:GPS", {}),
 }
 # Public classes importable from here, and the module each lives in.
-_EXPORTS = {"DIFFormer": "difformer", "DIFFormerConv": "difformer", "KERNELS": "difformer",
-            "MLP": "baselines", "GCN": "baselines", "GAT": "baselines", "SGC": "baselines",
-            "APPNPNet": "baselines", "JKNet": "baselines", "MixHop": "baselines",
-            "GPRGNN": "baselines", "LabelPropagation": "graph_baselines",
-            "ManiReg": "graph_baselines", "H2GCN": "graph_baselines",
-            "DenseGAT": "graph_baselines", "DCRNN": "temporal_baselines",
-            "MPNNLSTM": "temporal_baselines", "NodeFormer": "nodeformer",
-            "SGFormer": "sgformer", "SGFormerPyG": "sgformer", "Polynormer": "sgformer",
-            "GraphDIFFormer": "graph_level", "MolGNN": "graph_level",
-            "GatedGT": "graph_transformers", "GPS": "graph_transformers"}
+_EXPORTS = {
+    "DIFFormer": "difformer",
+    "DIFFormerConv": "difformer",
+    "KERNELS": "difformer",
+    "MLP": "baselines",
+    "GCN": "baselines",
+    "GAT": "baselines",
+    "SGC": "baselines",
+    "APPNPNet": "baselines",
+    "JKNet": "baselines",
+    "MixHop": "baselines",
+    "GPRGNN": "baselines",
+    "LabelPropagation": "graph_baselines",
+    "ManiReg": "graph_baselines",
+    "H2GCN": "graph_baselines",
+    "DenseGAT": "graph_baselines",
+    "DCRNN": "temporal_baselines",
+    "MPNNLSTM": "temporal_baselines",
+    "NodeFormer": "nodeformer",
+    "SGFormer": "sgformer",
+    "SGFormerPyG": "sgformer",
+    "Polynormer": "sgformer",
+    "GraphDIFFormer": "graph_level",
+    "MolGNN": "graph_level",
+    "GatedGT": "graph_transformers",
+    "GPS": "graph_transformers",
+}
 
 
 def _import_path(path: str):

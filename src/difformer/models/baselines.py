@@ -4,6 +4,7 @@ Structures follow the official ``gnns.py`` (docs/protocols.md §3.1): MLP, GCN, 
 GCN-JK / GAT-JK, MixHop and GPR-GNN. Every model takes ``forward(x, edge_index,
 edge_weight=None)``; ``requires_graph`` tells whether it reads the edges at all.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,20 +24,31 @@ def check_depth_dropout(num_layers: int, dropout: float) -> None:
 
 class MLP(nn.Module):
     """Linear -> ReLU -> BatchNorm -> dropout stacks (1 layer = logistic regression)."""
+
     requires_graph = False
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 2, dropout: float = 0.5, use_bn: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        use_bn: bool = True,
+    ):
         super().__init__()
         check_depth_dropout(num_layers, dropout)
         dims = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.lins = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.bns = nn.ModuleList(nn.BatchNorm1d(hidden_channels) if use_bn else nn.Identity()
-                                 for _ in range(num_layers - 1))
+        self.bns = nn.ModuleList(
+            nn.BatchNorm1d(hidden_channels) if use_bn else nn.Identity()
+            for _ in range(num_layers - 1)
+        )
         self.dropout = dropout
 
-    def forward(self, x: Tensor, edge_index: Tensor | None = None,
-                edge_weight: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, edge_index: Tensor | None = None, edge_weight: Tensor | None = None
+    ) -> Tensor:
         for lin, bn in zip(self.lins[:-1], self.bns):
             x = F.dropout(bn(F.relu(lin(x))), p=self.dropout, training=self.training)
         return self.lins[-1](x)
@@ -44,17 +56,26 @@ class MLP(nn.Module):
 
 class GCN(nn.Module):
     """GCNConv stack with optional BatchNorm, ReLU and dropout (Kipf & Welling 2017)."""
+
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 2, dropout: float = 0.5, use_bn: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        use_bn: bool = False,
+    ):
         super().__init__()
         check_depth_dropout(num_layers, dropout)
         dims = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
-        self.convs = nn.ModuleList(GCNConv(a, b, cached=False)
-                                   for a, b in zip(dims[:-1], dims[1:]))
-        self.bns = nn.ModuleList(nn.BatchNorm1d(hidden_channels) if use_bn else nn.Identity()
-                                 for _ in range(num_layers - 1))
+        self.convs = nn.ModuleList(GCNConv(a, b, cached=False) for a, b in zip(dims[:-1], dims[1:]))
+        self.bns = nn.ModuleList(
+            nn.BatchNorm1d(hidden_channels) if use_bn else nn.Identity()
+            for _ in range(num_layers - 1)
+        )
         self.dropout = dropout
 
     def forward(self, x, edge_index, edge_weight=None):
@@ -67,11 +88,19 @@ class GCN(nn.Module):
 class GAT(nn.Module):
     """GATConv stack: concatenated heads, ELU, input and attention dropout; the last layer
     averages ``out_heads`` heads (Velickovic et al. 2018)."""
+
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 2, heads: int = 8, out_heads: int = 1,
-                 dropout: float = 0.6):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        heads: int = 8,
+        out_heads: int = 1,
+        dropout: float = 0.6,
+    ):
         super().__init__()
         check_depth_dropout(num_layers, dropout)
         self.convs = nn.ModuleList()
@@ -79,8 +108,9 @@ class GAT(nn.Module):
         for _ in range(num_layers - 1):
             self.convs.append(GATConv(dim, hidden_channels, heads=heads, dropout=dropout))
             dim = hidden_channels * heads
-        self.convs.append(GATConv(dim, out_channels, heads=out_heads, concat=False,
-                                  dropout=dropout))
+        self.convs.append(
+            GATConv(dim, out_channels, heads=out_heads, concat=False, dropout=dropout)
+        )
         self.dropout = dropout
 
     def forward(self, x, edge_index, edge_weight=None):
@@ -93,6 +123,7 @@ class GAT(nn.Module):
 
 class SGC(nn.Module):
     """Simplified graph convolution: K propagation steps then one linear layer (Wu et al. 2019)."""
+
     requires_graph = True
 
     def __init__(self, in_channels: int, out_channels: int, hops: int = 2):
@@ -108,10 +139,18 @@ class SGC(nn.Module):
 
 class APPNPNet(nn.Module):
     """dropout-Linear-ReLU-dropout-Linear, then APPNP(K, alpha) propagation (Gasteiger 2019)."""
+
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 dropout: float = 0.5, K: int = 10, alpha: float = 0.1):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        dropout: float = 0.5,
+        K: int = 10,
+        alpha: float = 0.1,
+    ):
         super().__init__()
         check_depth_dropout(1, dropout)
         self.lin1 = nn.Linear(in_channels, hidden_channels)
@@ -129,11 +168,20 @@ class APPNPNet(nn.Module):
 class JKNet(nn.Module):
     """GCN-JK / GAT-JK: a GCN or GAT stack whose layer outputs are combined by jumping
     knowledge (``max``, ``cat`` or ``lstm``), then a linear layer (Xu et al. 2018)."""
+
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 2, dropout: float = 0.5, conv: str = "gcn",
-                 jk_mode: str = "max", heads: int = 2):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        conv: str = "gcn",
+        jk_mode: str = "max",
+        heads: int = 2,
+    ):
         super().__init__()
         check_depth_dropout(num_layers, dropout)
         if conv not in ("gcn", "gat"):
@@ -165,10 +213,18 @@ class JKNet(nn.Module):
 class MixHop(nn.Module):
     """MixHopConv layers (powers 0..hops concatenated) with BatchNorm, then a linear
     projection (Abu-El-Haija et al. 2019)."""
+
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 2, dropout: float = 0.5, hops: int = 2):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        hops: int = 2,
+    ):
         super().__init__()
         check_depth_dropout(num_layers, dropout)
         powers = list(range(hops + 1))
@@ -192,10 +248,19 @@ class MixHop(nn.Module):
 class GPRGNN(nn.Module):
     """GPR-GNN (Chien et al. 2021): an MLP, then sum_k gamma_k A^k H with learnable gamma
     initialised as personalised PageRank (alpha), dropout ``dprate`` before propagation."""
+
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 dropout: float = 0.5, K: int = 10, alpha: float = 0.1, dprate: float = 0.5):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        dropout: float = 0.5,
+        K: int = 10,
+        alpha: float = 0.1,
+        dprate: float = 0.5,
+    ):
         super().__init__()
         check_depth_dropout(1, dropout)
         self.lin1 = nn.Linear(in_channels, hidden_channels)
@@ -212,8 +277,9 @@ class GPRGNN(nn.Module):
         x = self.lin2(x)
         x = F.dropout(x, p=self.dprate, training=self.training)
         ei, w = gcn_norm(edge_index, edge_weight, x.shape[0])  # as the official GPR_prop
-        adj = torch.sparse_coo_tensor(torch.stack([ei[1], ei[0]]), w, (x.shape[0], x.shape[0]),
-                                      check_invariants=False).coalesce()
+        adj = torch.sparse_coo_tensor(
+            torch.stack([ei[1], ei[0]]), w, (x.shape[0], x.shape[0]), check_invariants=False
+        ).coalesce()
         out = self.gamma[0] * x
         for k in range(1, self.K + 1):
             x = torch.sparse.mm(adj, x)

@@ -19,6 +19,7 @@ Kernels:
 
 No framework imports: this file only needs torch.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -55,9 +56,15 @@ def _propagate(adj: Tensor | SparseOperand, value: Tensor) -> Tensor:
     return out.reshape(-1, *value.shape[1:])
 
 
-def attention_conv(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str,
-                   chunk: int | None = None, batch: Tensor | None = None,
-                   num_graphs: int | None = None) -> Tensor:
+def attention_conv(
+    qs: Tensor,
+    ks: Tensor,
+    vs: Tensor,
+    kernel: str,
+    chunk: int | None = None,
+    batch: Tensor | None = None,
+    num_graphs: int | None = None,
+) -> Tensor:
     """All-pair diffusion of values ``vs`` [L, H|1, D] under ``kernel``; returns [N, H, D].
 
     With ``batch`` (a mini-batch of graphs) the pairs are those within each graph and every
@@ -82,8 +89,9 @@ def fast_dropout(x: Tensor, p: float, training: bool) -> Tensor:
     return x * (torch.rand_like(x) >= p) * (1.0 / (1.0 - p))
 
 
-def gcn_normalized_adjacency(edge_index: Tensor, num_nodes: int,
-                             edge_weight: Tensor | None = None) -> Tensor:
+def gcn_normalized_adjacency(
+    edge_index: Tensor, num_nodes: int, edge_weight: Tensor | None = None
+) -> Tensor:
     """Sparse CSR matrix A[t, s] = w_st / sqrt(d_t d_s) with d the unweighted in-degree.
 
     Matches the official ``gcn_conv``: the degree counts edges by target (including
@@ -96,8 +104,9 @@ def gcn_normalized_adjacency(edge_index: Tensor, num_nodes: int,
     if edge_weight is not None:
         value = edge_weight.to(value.dtype) * value
     value = torch.nan_to_num(value, nan=0.0, posinf=0.0, neginf=0.0)
-    adj = torch.sparse_coo_tensor(torch.stack([col, row]), value, (num_nodes, num_nodes),
-                                  check_invariants=False)
+    adj = torch.sparse_coo_tensor(
+        torch.stack([col, row]), value, (num_nodes, num_nodes), check_invariants=False
+    )
     return adj.coalesce().to_sparse_csr()
 
 
@@ -106,18 +115,30 @@ def _csr_rows(adj: Tensor | SparseOperand, rows: slice) -> Tensor:
     adj = adj.matrix if isinstance(adj, SparseOperand) else adj
     crow = adj.crow_indices()
     lo, hi = int(crow[rows.start]), int(crow[rows.stop])
-    return torch.sparse_csr_tensor(crow[rows.start:rows.stop + 1] - lo, adj.col_indices()[lo:hi],
-                                   adj.values()[lo:hi], (rows.stop - rows.start, adj.shape[1]),
-                                   check_invariants=False)
+    return torch.sparse_csr_tensor(
+        crow[rows.start : rows.stop + 1] - lo,
+        adj.col_indices()[lo:hi],
+        adj.values()[lo:hi],
+        (rows.stop - rows.start, adj.shape[1]),
+        check_invariants=False,
+    )
 
 
 class DIFFormerConv(nn.Module):
     """One DIFFormer layer: all-pair attention (+ optional GCN branch on V), head mean."""
 
-    def __init__(self, in_channels: int, out_channels: int, num_heads: int = 1,
-                 kernel: str = "simple", use_graph: bool = True, use_weight: bool = True,
-                 graph_weight: float = -1.0, attention_chunk: int | None = None,
-                 gram_attention: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_heads: int = 1,
+        kernel: str = "simple",
+        use_graph: bool = True,
+        use_weight: bool = True,
+        graph_weight: float = -1.0,
+        attention_chunk: int | None = None,
+        gram_attention: bool = True,
+    ):
         super().__init__()
         check_kernel(kernel)
         # Registration order Wk, Wq, Wv matches the official state_dict.
@@ -151,18 +172,25 @@ class DIFFormerConv(nn.Module):
         key = self.Wk(x).reshape(-1, self.num_heads, self.out_channels)
         return query, key, self.values(x)
 
-    def forward(self, x: Tensor, adj: Tensor | None = None, batch: Tensor | None = None,
-                num_graphs: int | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        adj: Tensor | None = None,
+        batch: Tensor | None = None,
+        num_graphs: int | None = None,
+    ) -> Tensor:
         """x [N, h]; adj the normalised adjacency from :func:`gcn_normalized_adjacency`;
         ``batch`` [N] the graph of each node in a mini-batch of graphs (attention within each)."""
         if self.gram_attention and batch is None and gram_applies(self.kernel, x):
-            out = gram_simple_attention(x, self.Wq, self.Wk, self.Wv if self.use_weight else None,
-                                        self.num_heads)
+            out = gram_simple_attention(
+                x, self.Wq, self.Wk, self.Wv if self.use_weight else None, self.num_heads
+            )
             value = self.values(x) if self.use_graph else None  # V itself: GCN branch only
         else:
             query, key, value = self.qkv(x)
-            out = attention_conv(query, key, value, self.kernel, self.attention_chunk, batch,
-                                 num_graphs)
+            out = attention_conv(
+                query, key, value, self.kernel, self.attention_chunk, batch, num_graphs
+            )
         if self.use_graph:
             if adj is None:
                 raise ValueError("use_graph=True needs an edge_index")
@@ -213,14 +241,28 @@ class DIFFormer(nn.Module):
             numbers agree within float rounding. False: the official order of products.
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 2, num_heads: int = 1, kernel: str = "simple",
-                 alpha: float = 0.5, dropout: float = 0.5, use_bn: bool = True,
-                 use_residual: bool = True, use_weight: bool = True, use_graph: bool = True,
-                 graph_weight: float = -1.0, use_source: bool = False,
-                 attention_chunk: int | None = None, sparse_input: bool | None = None,
-                 cache_adjacency: bool = True, dropout_mask: str | None = None,
-                 gram_attention: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        num_heads: int = 1,
+        kernel: str = "simple",
+        alpha: float = 0.5,
+        dropout: float = 0.5,
+        use_bn: bool = True,
+        use_residual: bool = True,
+        use_weight: bool = True,
+        use_graph: bool = True,
+        graph_weight: float = -1.0,
+        use_source: bool = False,
+        attention_chunk: int | None = None,
+        sparse_input: bool | None = None,
+        cache_adjacency: bool = True,
+        dropout_mask: str | None = None,
+        gram_attention: bool = True,
+    ):
         super().__init__()
         check_kernel(kernel)
         if num_layers < 1:
@@ -232,18 +274,29 @@ class DIFFormer(nn.Module):
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout must be in [0, 1], got {dropout}")
         if dropout_mask not in (None, "official", "fast"):
-            raise ValueError(f"dropout_mask must be null, 'official' or 'fast', got "
-                             f"{dropout_mask!r}")
+            raise ValueError(
+                f"dropout_mask must be null, 'official' or 'fast', got {dropout_mask!r}"
+            )
         if attention_chunk is not None and attention_chunk < 1:
             raise ValueError(f"attention_chunk must be >= 1 or None, got {attention_chunk}")
         # Registration order convs, fcs, bns matches the official state_dict.
         self.convs = nn.ModuleList(
-            DIFFormerConv(hidden_channels, hidden_channels, num_heads=num_heads, kernel=kernel,
-                          use_graph=use_graph, use_weight=use_weight, graph_weight=graph_weight,
-                          attention_chunk=attention_chunk, gram_attention=gram_attention)
-            for _ in range(num_layers))
-        self.fcs = nn.ModuleList([nn.Linear(in_channels, hidden_channels),
-                                  nn.Linear(hidden_channels, out_channels)])
+            DIFFormerConv(
+                hidden_channels,
+                hidden_channels,
+                num_heads=num_heads,
+                kernel=kernel,
+                use_graph=use_graph,
+                use_weight=use_weight,
+                graph_weight=graph_weight,
+                attention_chunk=attention_chunk,
+                gram_attention=gram_attention,
+            )
+            for _ in range(num_layers)
+        )
+        self.fcs = nn.ModuleList(
+            [nn.Linear(in_channels, hidden_channels), nn.Linear(hidden_channels, out_channels)]
+        )
         # L + 1 LayerNorms always exist (also with use_bn off) so checkpoints keep one layout.
         self.bns = nn.ModuleList(nn.LayerNorm(hidden_channels) for _ in range(num_layers + 1))
         self.kernel = kernel
@@ -270,18 +323,23 @@ class DIFFormer(nn.Module):
 
     def _input_block(self, x: Tensor, allow_sparse: bool = True) -> Tensor:
         operand = None
-        if allow_sparse and not x.requires_grad and (self.sparse_input is not False
-                                                     or x.is_sparse_csr):
+        if (
+            allow_sparse
+            and not x.requires_grad
+            and (self.sparse_input is not False or x.is_sparse_csr)
+        ):
             operand = self._input_cache.get(
                 (x, self.sparse_input),
-                lambda: to_operand(x) if wants_sparse(x, self.sparse_input) else None)
+                lambda: to_operand(x) if wants_sparse(x, self.sparse_input) else None,
+            )
         x = self.fcs[0](x) if operand is None else sparse_linear(operand, self.fcs[0])  # type: ignore[arg-type]
         if self.use_bn:
             x = self.bns[0](x)
         return F.relu(x)
 
-    def _adjacency(self, num_nodes: int, edge_index: Tensor | None,
-                   edge_weight: Tensor | None) -> Tensor | SparseOperand | None:
+    def _adjacency(
+        self, num_nodes: int, edge_index: Tensor | None, edge_weight: Tensor | None
+    ) -> Tensor | SparseOperand | None:
         if not self.use_graph:
             return None
         if edge_index is None:
@@ -290,7 +348,8 @@ class DIFFormer(nn.Module):
             return gcn_normalized_adjacency(edge_index, num_nodes, edge_weight)
         return self._adjacency_cache.get(
             (edge_index, edge_weight, num_nodes),
-            lambda: SparseOperand(gcn_normalized_adjacency(edge_index, num_nodes, edge_weight)))
+            lambda: SparseOperand(gcn_normalized_adjacency(edge_index, num_nodes, edge_weight)),
+        )
 
     def _dropout(self, z: Tensor) -> Tensor:
         if self.dropout_mask == "fast":
@@ -316,9 +375,14 @@ class DIFFormer(nn.Module):
             z = self._dropout(z)
         return z
 
-    def forward(self, x: Tensor, edge_index: Tensor | None = None,
-                edge_weight: Tensor | None = None, return_embeddings: bool = False,
-                batch: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor | None = None,
+        edge_weight: Tensor | None = None,
+        return_embeddings: bool = False,
+        batch: Tensor | None = None,
+    ) -> Tensor:
         """x [N, in_channels], edge_index [2, E] (self-loops already added) -> logits [N, out],
         or with ``return_embeddings`` the node embeddings [N, hidden] before the output layer.
 
@@ -329,8 +393,9 @@ class DIFFormer(nn.Module):
         z = self._encode(x, self._adjacency(x.shape[0], edge_index, edge_weight), batch)  # type: ignore[arg-type]
         return z if return_embeddings else self.fcs[-1](z)
 
-    def encode(self, x: Tensor, edge_index: Tensor | None = None,
-               edge_weight: Tensor | None = None) -> Tensor:
+    def encode(
+        self, x: Tensor, edge_index: Tensor | None = None, edge_weight: Tensor | None = None
+    ) -> Tensor:
         """Node embeddings [N, hidden_channels] before the output layer: DIFFormer as an encoder.
 
         The GCN branch (``use_graph``) expects one self-loop per node, as the official
@@ -342,14 +407,22 @@ class DIFFormer(nn.Module):
             looped[edge_index[0][edge_index[0] == edge_index[1]]] = True
             missing = int((~looped).sum())
             if missing:
-                warnings.warn(f"{missing} of {x.shape[0]} nodes have no self-loop; DIFFormer's "
-                              "GCN branch expects one per node (torch_geometric.utils."
-                              "add_self_loops adds them)", stacklevel=2)
+                warnings.warn(
+                    f"{missing} of {x.shape[0]} nodes have no self-loop; DIFFormer's "
+                    "GCN branch expects one per node (torch_geometric.utils."
+                    "add_self_loops adds them)",
+                    stacklevel=2,
+                )
         return self.forward(x, edge_index, edge_weight, return_embeddings=True)
 
     @torch.no_grad()
-    def inference(self, x: Tensor, edge_index: Tensor | None = None,
-                  edge_weight: Tensor | None = None, chunk_size: int = 65536) -> Tensor:
+    def inference(
+        self,
+        x: Tensor,
+        edge_index: Tensor | None = None,
+        edge_weight: Tensor | None = None,
+        chunk_size: int = 65536,
+    ) -> Tensor:
         """Eval-mode forward streamed over ``chunk_size`` rows at a time; equals ``forward``
         in eval mode up to float rounding.
 
@@ -362,8 +435,9 @@ class DIFFormer(nn.Module):
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         n = x.shape[0]
         adj = self._adjacency(n, edge_index, edge_weight)
-        z = torch.cat([self._input_block(block, allow_sparse=False)
-                       for block in x.split(chunk_size)])
+        z = torch.cat(
+            [self._input_block(block, allow_sparse=False) for block in x.split(chunk_size)]
+        )
         z0 = z
         for i, conv in enumerate(self.convs):
             shape = (n, conv.num_heads, conv.out_channels)
@@ -394,8 +468,9 @@ class DIFFormer(nn.Module):
         return torch.cat([self.fcs[-1](b) for b in z.split(chunk_size)])
 
     @torch.no_grad()
-    def diffusion_states(self, x: Tensor, edge_index: Tensor | None = None,
-                         edge_weight: Tensor | None = None) -> list[dict]:
+    def diffusion_states(
+        self, x: Tensor, edge_index: Tensor | None = None, edge_weight: Tensor | None = None
+    ) -> list[dict]:
         """Per layer, as an eval-mode forward sees it (no dropout): the input ``z_in`` [N, h],
         the output ``z_out`` the next layer reads (after the residual and LayerNorm), and the
         layer's ``query``, ``key`` [N, H, h] and ``value`` [N, H|1, h] -- the diffusion's
@@ -406,14 +481,18 @@ class DIFFormer(nn.Module):
         for i, conv in enumerate(self.convs):
             query, key, value = conv.qkv(z)  # type: ignore[operator]
             out = self._after_conv(i, conv(z, adj), z, z0)
-            states.append({"z_in": z, "z_out": out, "query": query, "key": key,
-                           "value": value})
+            states.append({"z_in": z, "z_out": out, "query": query, "key": key, "value": value})
             z = out
         return states
 
     @torch.no_grad()
-    def get_attentions(self, x: Tensor, edge_index: Tensor | None = None,
-                       edge_weight: Tensor | None = None, full_kernel: bool = False) -> Tensor:
+    def get_attentions(
+        self,
+        x: Tensor,
+        edge_index: Tensor | None = None,
+        edge_weight: Tensor | None = None,
+        full_kernel: bool = False,
+    ) -> Tensor:
         """Attention matrices of every layer, [L, N, N, H]; materialises N^2, small N only.
 
         Like the official ``get_attentions`` it applies no dropout. The official one only works

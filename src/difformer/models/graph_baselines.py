@@ -9,6 +9,7 @@ Each declares what it needs through attributes the trainers read (no model names
   (ManiReg's Laplacian regulariser; NodeFormer's edge loss);
 * no trainable parameter -- the trainers skip optimisation and evaluate once (LP).
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,9 @@ class LabelPropagation(nn.Module):
 
     requires_graph = True
 
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int = 50,
-                 alpha: float = 0.9):
+    def __init__(
+        self, in_channels: int, out_channels: int, num_layers: int = 50, alpha: float = 0.9
+    ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -53,8 +55,10 @@ class LabelPropagation(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         if self._labels is None:
-            raise RuntimeError("LabelPropagation needs set_labels(y, train_idx) before forward "
-                               "(the trainers' evaluate() calls it)")
+            raise RuntimeError(
+                "LabelPropagation needs set_labels(y, train_idx) before forward "
+                "(the trainers' evaluate() calls it)"
+            )
         seeds, mask = self._labels
         return self.prop(seeds, edge_index, mask=mask)
 
@@ -66,9 +70,16 @@ class ManiReg(nn.Module):
 
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 2, dropout: float = 0.5, use_bn: bool = False,
-                 reg_weight: float = 1.0):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        use_bn: bool = False,
+        reg_weight: float = 1.0,
+    ):
         super().__init__()
         if reg_weight < 0:
             raise ValueError(f"reg_weight must be >= 0, got {reg_weight}")
@@ -99,8 +110,9 @@ def h2gcn_adjacencies(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tenso
     a = torch.sparse_coo_tensor(ei, ones, size, check_invariants=False).coalesce()
     a2 = torch.sparse.mm(a, a).coalesce()
     keep = a2.indices()[0] != a2.indices()[1]
-    a2 = torch.sparse_coo_tensor(a2.indices()[:, keep], a2.values()[keep], size,
-                                 check_invariants=False)
+    a2 = torch.sparse_coo_tensor(
+        a2.indices()[:, keep], a2.values()[keep], size, check_invariants=False
+    )
     diff = (a2 - a).coalesce()
     pos = diff.values() > 0
     out = []
@@ -118,17 +130,26 @@ class H2GCN(nn.Module):
 
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 2, dropout: float = 0.5, num_mlp_layers: int = 1,
-                 use_bn: bool = True, conv_dropout: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        num_mlp_layers: int = 1,
+        use_bn: bool = True,
+        conv_dropout: bool = True,
+    ):
         super().__init__()
         check_depth_dropout(num_layers, dropout)
-        self.feature_embed = MLP(in_channels, hidden_channels, hidden_channels,
-                                 num_mlp_layers, dropout)
-        self.bns = nn.ModuleList(nn.BatchNorm1d(hidden_channels * 2 ** (i + 1))
-                                 for i in range(num_layers - 1))
-        self.final_project = nn.Linear(hidden_channels * (2 ** (num_layers + 1) - 1),
-                                       out_channels)
+        self.feature_embed = MLP(
+            in_channels, hidden_channels, hidden_channels, num_mlp_layers, dropout
+        )
+        self.bns = nn.ModuleList(
+            nn.BatchNorm1d(hidden_channels * 2 ** (i + 1)) for i in range(num_layers - 1)
+        )
+        self.final_project = nn.Linear(hidden_channels * (2 ** (num_layers + 1) - 1), out_channels)
         self.num_layers, self.dropout = num_layers, dropout
         self.use_bn, self.conv_dropout = use_bn, conv_dropout
         self._adjs: tuple[Tensor, tuple[Tensor, Tensor]] | None = None
@@ -160,13 +181,20 @@ class DenseGAT(nn.Module):
 
     requires_graph = False
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 heads: int = 8, dropout: float = 0.6):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        heads: int = 8,
+        dropout: float = 0.6,
+    ):
         super().__init__()
         check_depth_dropout(2, dropout)
         self.conv1 = DenseGATConv(in_channels, hidden_channels, heads=heads, dropout=dropout)
-        self.conv2 = DenseGATConv(hidden_channels * heads, out_channels, heads=1, concat=False,
-                                  dropout=dropout)
+        self.conv2 = DenseGATConv(
+            hidden_channels * heads, out_channels, heads=1, concat=False, dropout=dropout
+        )
         self.dropout = dropout
 
     def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:

@@ -14,6 +14,7 @@ positional encodings it reads (``positional_encodings``: {"lap": k} or {"rwse": 
   GCN with edge features, 5 layers of 300, BatchNorm, dropout 0.5, last-layer
   representation, mean pooling, optional virtual node.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,9 @@ class NodeEncoder(nn.Module):
     def __init__(self, kind: str, in_channels: int, hidden: int):
         super().__init__()
         if kind not in ("ogb_atom", "categorical", "dense"):
-            raise ValueError(f"node_input={kind!r} is not allowed; use ogb_atom, categorical "
-                             "or dense")
+            raise ValueError(
+                f"node_input={kind!r} is not allowed; use ogb_atom, categorical or dense"
+            )
         if kind == "ogb_atom":
             from ogb.graphproppred.mol_encoder import AtomEncoder
 
@@ -58,8 +60,9 @@ class EdgeEncoder(nn.Module):
     def __init__(self, kind: str | None, in_channels: int, hidden: int):
         super().__init__()
         if kind not in (None, "ogb_bond", "categorical", "dense"):
-            raise ValueError(f"edge_input={kind!r} is not allowed; use ogb_bond, categorical, "
-                             "dense or null")
+            raise ValueError(
+                f"edge_input={kind!r} is not allowed; use ogb_bond, categorical, dense or null"
+            )
         if kind == "ogb_bond":
             from ogb.graphproppred.mol_encoder import BondEncoder
 
@@ -96,24 +99,42 @@ class GraphDIFFormer(nn.Module):
     """DIFFormer-s/-a for graph-level prediction; the DIFFormer keywords as the node model's
     (the official names), plus the feature description. Dense features enter DIFFormer's
     own input layer; categorical ones (atoms) go through their encoder first."""
+
     level = "graph"
     positional_encodings: dict = {}
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 node_input: str = "dense", edge_input: str | None = None,
-                 edge_channels: int = 0, **difformer_kwargs):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        node_input: str = "dense",
+        edge_input: str | None = None,
+        edge_channels: int = 0,
+        **difformer_kwargs,
+    ):
         super().__init__()
-        self.encoder = None if node_input == "dense" else \
-            NodeEncoder(node_input, in_channels, hidden_channels)
-        self.difformer = DIFFormer(in_channels if self.encoder is None else hidden_channels,
-                                   hidden_channels, out_channels, **difformer_kwargs)
+        self.encoder = (
+            None if node_input == "dense" else NodeEncoder(node_input, in_channels, hidden_channels)
+        )
+        self.difformer = DIFFormer(
+            in_channels if self.encoder is None else hidden_channels,
+            hidden_channels,
+            out_channels,
+            **difformer_kwargs,
+        )
 
     @property
     def requires_graph(self) -> bool:
         return self.difformer.use_graph
 
-    def forward(self, x: Tensor, edge_index: Tensor | None = None, batch: Tensor | None = None,
-                edge_attr: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor | None = None,
+        batch: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+    ) -> Tensor:
         if batch is None:
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         h = x.float() if self.encoder is None else self.encoder(x)
@@ -136,8 +157,12 @@ class MolGCNConv(nn.Module):
 
         h = self.linear(h)
         src, dst = edge_index
-        deg = torch.zeros(h.shape[0], device=h.device).index_add_(
-            0, src, torch.ones_like(src, dtype=h.dtype)) + 1
+        deg = (
+            torch.zeros(h.shape[0], device=h.device).index_add_(
+                0, src, torch.ones_like(src, dtype=h.dtype)
+            )
+            + 1
+        )
         norm = (deg[src] * deg[dst]).rsqrt().unsqueeze(-1)
         messages = norm * F.relu(h[src] + edge_emb)
         out = scatter(messages, dst, dim=0, dim_size=h.shape[0], reduce="sum")
@@ -145,20 +170,34 @@ class MolGCNConv(nn.Module):
 
 
 def _mlp(channels: int, out: int | None = None) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(channels, 2 * channels), nn.BatchNorm1d(2 * channels),
-                         nn.ReLU(), nn.Linear(2 * channels, out or channels))
+    return nn.Sequential(
+        nn.Linear(channels, 2 * channels),
+        nn.BatchNorm1d(2 * channels),
+        nn.ReLU(),
+        nn.Linear(2 * channels, out or channels),
+    )
 
 
 class MolGNN(nn.Module):
     """OGB's graph-property GNN baselines: ``conv='gin'`` or ``'gcn'``, ``virtual_node``."""
+
     level = "graph"
     requires_graph = True
     positional_encodings: dict = {}
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 5, dropout: float = 0.5, conv: str = "gin",
-                 virtual_node: bool = False, node_input: str = "dense",
-                 edge_input: str | None = None, edge_channels: int = 0):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 5,
+        dropout: float = 0.5,
+        conv: str = "gin",
+        virtual_node: bool = False,
+        node_input: str = "dense",
+        edge_input: str | None = None,
+        edge_channels: int = 0,
+    ):
         super().__init__()
         from torch_geometric.nn import GINEConv
 
@@ -168,12 +207,15 @@ class MolGNN(nn.Module):
             raise ValueError(f"num_layers must be >= 2, got {num_layers}")
         self.node_encoder = NodeEncoder(node_input, in_channels, hidden_channels)
         # one edge encoder per layer, as OGB's convolutions each own a BondEncoder
-        self.edge_encoders = nn.ModuleList(EdgeEncoder(edge_input, edge_channels,
-                                                       hidden_channels)
-                                           for _ in range(num_layers))
+        self.edge_encoders = nn.ModuleList(
+            EdgeEncoder(edge_input, edge_channels, hidden_channels) for _ in range(num_layers)
+        )
         self.convs = nn.ModuleList(
-            GINEConv(_mlp(hidden_channels), train_eps=True) if conv == "gin"
-            else MolGCNConv(hidden_channels) for _ in range(num_layers))
+            GINEConv(_mlp(hidden_channels), train_eps=True)
+            if conv == "gin"
+            else MolGCNConv(hidden_channels)
+            for _ in range(num_layers)
+        )
         self.norms = nn.ModuleList(nn.BatchNorm1d(hidden_channels) for _ in range(num_layers))
         self.virtual_node = virtual_node
         if virtual_node:
@@ -181,12 +223,18 @@ class MolGNN(nn.Module):
             nn.init.constant_(self.vn_embedding.weight, 0.0)
             self.vn_mlps = nn.ModuleList(
                 nn.Sequential(_mlp(hidden_channels), nn.BatchNorm1d(hidden_channels), nn.ReLU())
-                for _ in range(num_layers - 1))
+                for _ in range(num_layers - 1)
+            )
         self.head = nn.Linear(hidden_channels, out_channels)
         self.dropout = dropout
 
-    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None,
-                edge_attr: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        batch: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+    ) -> Tensor:
         from torch_geometric.nn import global_add_pool
 
         if batch is None:

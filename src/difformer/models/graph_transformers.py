@@ -15,6 +15,7 @@
   and masks the padding as attention keys, so a graph's output does not depend on its batch
   (tested).
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,7 @@ class GatedGCNLayer(nn.Module):
 
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
-        self.A, self.B, self.C, self.D, self.E = (nn.Linear(channels, channels)
-                                                  for _ in range(5))
+        self.A, self.B, self.C, self.D, self.E = (nn.Linear(channels, channels) for _ in range(5))
         self.eps = eps
 
     def reset_parameters(self) -> None:
@@ -74,8 +74,12 @@ class GatedGTBlock(nn.Module):
         super().__init__()
         self.norm_h, self.norm_e, self.norm_ffn = (nn.BatchNorm1d(channels) for _ in range(3))
         self.conv = GatedGCNLayer(channels)
-        self.ffn = nn.Sequential(nn.Linear(channels, ffn_ratio * channels), nn.ReLU(),
-                                 nn.Dropout(dropout), nn.Linear(ffn_ratio * channels, channels))
+        self.ffn = nn.Sequential(
+            nn.Linear(channels, ffn_ratio * channels),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_ratio * channels, channels),
+        )
         self.dropout = dropout
 
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,29 +92,48 @@ class GatedGTBlock(nn.Module):
 
 class GatedGT(nn.Module):
     """The Gated Graph Transformer (pre-norm GatedGCN blocks with LapPE)."""
+
     level = "graph"
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 4, dropout: float = 0.0, lap_pe: int = 10,
-                 ffn_ratio: int = 4, node_input: str = "dense", edge_input: str | None = None,
-                 edge_channels: int = 0):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 4,
+        dropout: float = 0.0,
+        lap_pe: int = 10,
+        ffn_ratio: int = 4,
+        node_input: str = "dense",
+        edge_input: str | None = None,
+        edge_channels: int = 0,
+    ):
         super().__init__()
         if lap_pe < 0:
             raise ValueError(f"lap_pe must be >= 0, got {lap_pe}")
         self.node_encoder = NodeEncoder(node_input, in_channels, hidden_channels)
         self.edge_encoder = EdgeEncoder(edge_input, edge_channels, hidden_channels)
         self.pe_encoder = nn.Linear(lap_pe, hidden_channels) if lap_pe else None
-        self.blocks = nn.ModuleList(GatedGTBlock(hidden_channels, dropout, ffn_ratio)
-                                    for _ in range(num_layers))
-        self.norm_h, self.norm_e = nn.BatchNorm1d(hidden_channels), \
-            nn.BatchNorm1d(hidden_channels)
-        self.head = nn.Sequential(nn.Linear(2 * hidden_channels, hidden_channels), nn.ReLU(),
-                                  nn.Linear(hidden_channels, out_channels))
+        self.blocks = nn.ModuleList(
+            GatedGTBlock(hidden_channels, dropout, ffn_ratio) for _ in range(num_layers)
+        )
+        self.norm_h, self.norm_e = nn.BatchNorm1d(hidden_channels), nn.BatchNorm1d(hidden_channels)
+        self.head = nn.Sequential(
+            nn.Linear(2 * hidden_channels, hidden_channels),
+            nn.ReLU(),
+            nn.Linear(hidden_channels, out_channels),
+        )
         self.positional_encodings = {"lap": lap_pe} if lap_pe else {}
 
-    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None,
-                edge_attr: Tensor | None = None, lap_pe: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        batch: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+        lap_pe: Tensor | None = None,
+    ) -> Tensor:
         if batch is None:
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         num_graphs = num_graphs_of(batch)
@@ -123,21 +146,35 @@ class GatedGT(nn.Module):
         for block in self.blocks:
             h, e = block(h, edge_index, e)
         h, e = self.norm_h(h), self.norm_e(e)
-        pooled = torch.cat([mean_pool(h, batch, num_graphs),
-                            mean_pool(e, batch[edge_index[0]], num_graphs)], dim=-1)
+        pooled = torch.cat(
+            [mean_pool(h, batch, num_graphs), mean_pool(e, batch[edge_index[0]], num_graphs)],
+            dim=-1,
+        )
         return self.head(pooled)
 
 
 class GPS(nn.Module):
     """GraphGPS (Rampasek et al., NeurIPS 2022) with PyG's ``GPSConv``."""
+
     level = "graph"
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 5, heads: int = 4, dropout: float = 0.0,
-                 attn_dropout: float = 0.5, local: str = "gine", pe: str = "rwse",
-                 pe_dim: int = 16, node_input: str = "dense", edge_input: str | None = None,
-                 edge_channels: int = 0):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 5,
+        heads: int = 4,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.5,
+        local: str = "gine",
+        pe: str = "rwse",
+        pe_dim: int = 16,
+        node_input: str = "dense",
+        edge_input: str | None = None,
+        edge_channels: int = 0,
+    ):
         super().__init__()
         from torch_geometric.nn import GINEConv, GPSConv
 
@@ -146,8 +183,9 @@ class GPS(nn.Module):
         if pe not in (*PE_KINDS, None, "none"):
             raise ValueError(f"pe={pe!r} is not allowed; use lap, rwse or none")
         if hidden_channels % heads:
-            raise ValueError(f"hidden_channels={hidden_channels} must be divisible by "
-                             f"heads={heads}")
+            raise ValueError(
+                f"hidden_channels={hidden_channels} must be divisible by heads={heads}"
+            )
         self.pe = None if pe in (None, "none") or not pe_dim else pe
         self.node_encoder = NodeEncoder(node_input, in_channels, hidden_channels)
         self.edge_encoder = EdgeEncoder(edge_input, edge_channels, hidden_channels)
@@ -156,20 +194,41 @@ class GPS(nn.Module):
         def local_conv():
             if local == "gatedgcn":
                 return GatedGCNNodeConv(hidden_channels)
-            return GINEConv(nn.Sequential(nn.Linear(hidden_channels, hidden_channels), nn.ReLU(),
-                                          nn.Linear(hidden_channels, hidden_channels)))
+            return GINEConv(
+                nn.Sequential(
+                    nn.Linear(hidden_channels, hidden_channels),
+                    nn.ReLU(),
+                    nn.Linear(hidden_channels, hidden_channels),
+                )
+            )
 
         self.layers = nn.ModuleList(
-            GPSConv(hidden_channels, local_conv(), heads=heads, dropout=dropout,
-                    attn_type="multihead", attn_kwargs={"dropout": attn_dropout})
-            for _ in range(num_layers))
-        self.head = nn.Sequential(nn.Linear(hidden_channels, hidden_channels), nn.ReLU(),
-                                  nn.Linear(hidden_channels, out_channels))
+            GPSConv(
+                hidden_channels,
+                local_conv(),
+                heads=heads,
+                dropout=dropout,
+                attn_type="multihead",
+                attn_kwargs={"dropout": attn_dropout},
+            )
+            for _ in range(num_layers)
+        )
+        self.head = nn.Sequential(
+            nn.Linear(hidden_channels, hidden_channels),
+            nn.ReLU(),
+            nn.Linear(hidden_channels, out_channels),
+        )
         self.positional_encodings = {self.pe: pe_dim} if self.pe else {}
 
-    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None,
-                edge_attr: Tensor | None = None, lap_pe: Tensor | None = None,
-                rwse_pe: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        batch: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+        lap_pe: Tensor | None = None,
+        rwse_pe: Tensor | None = None,
+    ) -> Tensor:
         if batch is None:
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         h = self.node_encoder(x)

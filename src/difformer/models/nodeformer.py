@@ -14,6 +14,7 @@ Where we differ, and why (outputs are unchanged):
 * ``torch.linalg.qr`` replaces the removed ``torch.qr`` (same factorisation);
 * the sparse products use ``torch.sparse`` instead of ``torch_sparse``.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,9 @@ def create_projection_matrix(m: int, d: int, seed: int = 0, scaling: int = 0) ->
     return torch.diag(multiplier) @ final
 
 
-def softmax_kernel(data: Tensor, is_query: bool, projection: Tensor,
-                   stabilizer: float = 1e-6) -> Tensor:
+def softmax_kernel(
+    data: Tensor, is_query: bool, projection: Tensor, stabilizer: float = 1e-6
+) -> Tensor:
     """Positive random features of exp(q.k / sqrt(d)); data [B, N, H, D] -> [B, N, H, M].
     Query features subtract their own row max, key features the global max (both cancel in
     the attention's normalisation)."""
@@ -74,16 +76,18 @@ def _edge_weights(q_prime: Tensor, k_prime: Tensor, edge_index: Tensor) -> Tenso
     return (num / den).permute(1, 0, 2)
 
 
-def _node_major_features(query: Tensor, key: Tensor, value: Tensor, projection: Tensor,
-                         tau: float) -> tuple[Tensor, Tensor, Tensor]:
+def _node_major_features(
+    query: Tensor, key: Tensor, value: Tensor, projection: Tensor, tau: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """Random features of q / sqrt(tau) and k / sqrt(tau), and v, all as [N, B, H, .]."""
     q = softmax_kernel(query / math.sqrt(tau), True, projection).permute(1, 0, 2, 3)
     k = softmax_kernel(key / math.sqrt(tau), False, projection).permute(1, 0, 2, 3)
     return q, k, value.permute(1, 0, 2, 3)
 
 
-def kernelized_softmax(query: Tensor, key: Tensor, value: Tensor, projection: Tensor,
-                       edge_index: Tensor, tau: float) -> tuple[Tensor, Tensor]:
+def kernelized_softmax(
+    query: Tensor, key: Tensor, value: Tensor, projection: Tensor, edge_index: Tensor, tau: float
+) -> tuple[Tensor, Tensor]:
     """All-pair attention in O(N): [B, N, H, D] in, ([B, N, H, D], edge weights [B, E, H])."""
     q, k, v = _node_major_features(query, key, value, projection, tau)
     num = torch.einsum("nbhm,bhmd->nbhd", q, torch.einsum("nbhm,nbhd->bhmd", k, v))
@@ -102,9 +106,15 @@ def reseed_like_official(seed: int, m: int, d: int) -> None:
     torch.randn((m, d))
 
 
-def kernelized_gumbel_softmax(query: Tensor, key: Tensor, value: Tensor, projection: Tensor,
-                              edge_index: Tensor, num_samples: int, tau: float
-                              ) -> tuple[Tensor, Tensor]:
+def kernelized_gumbel_softmax(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    projection: Tensor,
+    edge_index: Tensor,
+    num_samples: int,
+    tau: float,
+) -> tuple[Tensor, Tensor]:
     """Training-time variant: each key is reweighted by exp(Gumbel / tau), K samples averaged."""
     q, k, v = _node_major_features(query, key, value, projection, tau)
     gumbels = -torch.empty(k.shape[:-1] + (num_samples,), device=k.device).exponential_().log()
@@ -115,8 +125,9 @@ def kernelized_gumbel_softmax(query: Tensor, key: Tensor, value: Tensor, project
     return out, _edge_weights(q, k, edge_index)
 
 
-def normalized_adjacency(edge_index: Tensor, num_nodes: int, weight: Tensor | None = None
-                         ) -> Tensor:
+def normalized_adjacency(
+    edge_index: Tensor, num_nodes: int, weight: Tensor | None = None
+) -> Tensor:
     """Sparse [N, N] with A[t, s] = w / sqrt(d_in(t) d_out(s)) (official relational bias)."""
     row, col = edge_index
     ones = torch.ones_like(row, dtype=torch.float)
@@ -125,8 +136,9 @@ def normalized_adjacency(edge_index: Tensor, num_nodes: int, weight: Tensor | No
     value = (1.0 / d_in[col]).sqrt() * (1.0 / d_out[row]).sqrt()
     if weight is not None:
         value = value * weight
-    return torch.sparse_coo_tensor(torch.stack([col, row]), value, (num_nodes, num_nodes),
-                                   check_invariants=False)
+    return torch.sparse_coo_tensor(
+        torch.stack([col, row]), value, (num_nodes, num_nodes), check_invariants=False
+    )
 
 
 def adjacency_powers(edge_index: Tensor, num_nodes: int, order: int) -> list[Tensor]:
@@ -134,18 +146,30 @@ def adjacency_powers(edge_index: Tensor, num_nodes: int, order: int) -> list[Ten
     (A, A^2, A^4, ...), as the official loop ``adj = adj_mul(adj, adj, n)``."""
     adjs = [edge_index]
     for _ in range(order - 1):
-        a = torch.sparse_coo_tensor(adjs[-1], torch.ones(adjs[-1].shape[1],
-                                                         device=edge_index.device),
-                                    (num_nodes, num_nodes), check_invariants=False)
+        a = torch.sparse_coo_tensor(
+            adjs[-1],
+            torch.ones(adjs[-1].shape[1], device=edge_index.device),
+            (num_nodes, num_nodes),
+            check_invariants=False,
+        )
         adjs.append(torch.sparse.mm(a, a).coalesce().indices())
     return adjs
 
 
 class NodeFormerConv(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, num_heads: int,
-                 nb_random_features: int = 10, use_gumbel: bool = True,
-                 nb_gumbel_sample: int = 10, rb_order: int = 0, rb_trans: str = "sigmoid",
-                 use_edge_loss: bool = True, official_rng: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_heads: int,
+        nb_random_features: int = 10,
+        use_gumbel: bool = True,
+        nb_gumbel_sample: int = 10,
+        rb_order: int = 0,
+        rb_trans: str = "sigmoid",
+        use_edge_loss: bool = True,
+        official_rng: bool = False,
+    ):
         super().__init__()
         if rb_trans not in ("sigmoid", "identity"):
             raise ValueError(f"rb_trans={rb_trans!r} is not allowed; use sigmoid or identity")
@@ -167,22 +191,28 @@ class NodeFormerConv(nn.Module):
         if self.rb_order >= 1:
             nn.init.constant_(self.b, 0.1 if self.rb_trans == "sigmoid" else 1.0)
 
-    def forward(self, z: Tensor, adjs: list[Tensor], tau: float,
-                rb_mats: list[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, z: Tensor, adjs: list[Tensor], tau: float, rb_mats: list[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """z [B, N, h]; adjs: edge_index of A, A^2, A^4, ...; rb_mats: their normalised sparse
         matrices (:func:`normalized_adjacency`), needed when ``rb_order`` >= 1."""
         b, n = z.shape[0], z.shape[1]
         shape = (b, n, self.num_heads, self.out_channels)
-        query, key, value = self.Wq(z).reshape(shape), self.Wk(z).reshape(shape), \
-            self.Wv(z).reshape(shape)
+        query, key, value = (
+            self.Wq(z).reshape(shape),
+            self.Wk(z).reshape(shape),
+            self.Wv(z).reshape(shape),
+        )
         seed = int(torch.ceil(torch.abs(query.sum() * 1e8)).to(torch.int32))
-        projection = create_projection_matrix(self.nb_random_features, self.out_channels,
-                                              seed=seed).to(query.device)
+        projection = create_projection_matrix(
+            self.nb_random_features, self.out_channels, seed=seed
+        ).to(query.device)
         if self.official_rng:
             reseed_like_official(seed, self.nb_random_features, self.out_channels)
         if self.use_gumbel and self.training:
-            z_next, weight = kernelized_gumbel_softmax(query, key, value, projection, adjs[0],
-                                                       self.nb_gumbel_sample, tau)
+            z_next, weight = kernelized_gumbel_softmax(
+                query, key, value, projection, adjs[0], self.nb_gumbel_sample, tau
+            )
         else:
             z_next, weight = kernelized_softmax(query, key, value, projection, adjs[0], tau)
         for i in range(self.rb_order):
@@ -197,7 +227,8 @@ class NodeFormerConv(nn.Module):
             return z_next, None
         col = adjs[0][1]
         d_in = torch.zeros(n, device=col.device).scatter_add_(
-            0, col, torch.ones_like(col, dtype=torch.float))
+            0, col, torch.ones_like(col, dtype=torch.float)
+        )
         d_norm = (1.0 / d_in[col]).reshape(1, -1, 1)
         return z_next, torch.mean(weight.log() * d_norm)
 
@@ -208,23 +239,54 @@ class NodeFormer(nn.Module):
 
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 2, num_heads: int = 4, dropout: float = 0.0,
-                 nb_random_features: int = 30, use_bn: bool = True, use_gumbel: bool = True,
-                 use_residual: bool = True, use_act: bool = False, use_jk: bool = False,
-                 nb_gumbel_sample: int = 10, rb_order: int = 0, rb_trans: str = "sigmoid",
-                 use_edge_loss: bool = True, tau: float = 0.25, lamda: float = 0.1,
-                 official_rng: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        nb_random_features: int = 30,
+        use_bn: bool = True,
+        use_gumbel: bool = True,
+        use_residual: bool = True,
+        use_act: bool = False,
+        use_jk: bool = False,
+        nb_gumbel_sample: int = 10,
+        rb_order: int = 0,
+        rb_trans: str = "sigmoid",
+        use_edge_loss: bool = True,
+        tau: float = 0.25,
+        lamda: float = 0.1,
+        official_rng: bool = False,
+    ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.convs = nn.ModuleList(
-            NodeFormerConv(hidden_channels, hidden_channels, num_heads, nb_random_features,
-                           use_gumbel, nb_gumbel_sample, rb_order, rb_trans, use_edge_loss,
-                           official_rng)
-            for _ in range(num_layers))
-        self.fcs = nn.ModuleList([nn.Linear(in_channels, hidden_channels), nn.Linear(
-            hidden_channels * (num_layers + 1) if use_jk else hidden_channels, out_channels)])
+            NodeFormerConv(
+                hidden_channels,
+                hidden_channels,
+                num_heads,
+                nb_random_features,
+                use_gumbel,
+                nb_gumbel_sample,
+                rb_order,
+                rb_trans,
+                use_edge_loss,
+                official_rng,
+            )
+            for _ in range(num_layers)
+        )
+        self.fcs = nn.ModuleList(
+            [
+                nn.Linear(in_channels, hidden_channels),
+                nn.Linear(
+                    hidden_channels * (num_layers + 1) if use_jk else hidden_channels, out_channels
+                ),
+            ]
+        )
         self.bns = nn.ModuleList(nn.LayerNorm(hidden_channels) for _ in range(num_layers + 1))
         self.dropout, self.use_bn, self.use_residual = dropout, use_bn, use_residual
         self.use_act, self.use_jk, self.use_edge_loss = use_act, use_jk, use_edge_loss
@@ -232,14 +294,15 @@ class NodeFormer(nn.Module):
         self._link_losses: list[Tensor] = []
         self._graph: tuple[Tensor, list[Tensor], list[Tensor]] | None = None
 
-    def _adjacencies(self, edge_index: Tensor, num_nodes: int
-                     ) -> tuple[list[Tensor], list[Tensor]]:
+    def _adjacencies(self, edge_index: Tensor, num_nodes: int) -> tuple[list[Tensor], list[Tensor]]:
         # A, A^2, A^4, ... and their normalised matrices, recomputed only when the graph
         # changes (mini-batch chunks do).
         if self._graph is None or self._graph[0] is not edge_index:
             adjs = adjacency_powers(edge_index, num_nodes, max(self.rb_order, 1))
-            mats = [normalized_adjacency(a, num_nodes).coalesce().to_sparse_csr()
-                    for a in adjs[:self.rb_order]]
+            mats = [
+                normalized_adjacency(a, num_nodes).coalesce().to_sparse_csr()
+                for a in adjs[: self.rb_order]
+            ]
             self._graph = (edge_index, adjs, mats)
         return self._graph[1], self._graph[2]
 

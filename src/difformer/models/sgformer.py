@@ -13,6 +13,7 @@
   trained alone for ``local_epochs`` epochs, then global attention is switched on, as in the
   official training script (the trainers call :meth:`Polynormer.on_epoch_start`).
 """
+
 from __future__ import annotations
 
 import re
@@ -45,8 +46,9 @@ class TransConvLayer(nn.Module):
             self.Wv = nn.Linear(channels, channels * num_heads)
         self.channels, self.num_heads, self.use_weight = channels, num_heads, use_weight
 
-    def forward(self, x: Tensor, batch: Tensor | None = None,
-                num_graphs: int | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, batch: Tensor | None = None, num_graphs: int | None = None
+    ) -> Tensor:
         shape = (-1, self.num_heads, self.channels)
         value = self.Wv(x).reshape(shape) if self.use_weight else x.reshape(-1, 1, self.channels)
         query, key = self.Wq(x).reshape(shape), self.Wk(x).reshape(shape)
@@ -54,22 +56,44 @@ class TransConvLayer(nn.Module):
             return sgformer_attention(query, key, value).mean(dim=1)
         # a mini-batch of graphs: the same formula within each graph (per-graph norms, sums
         # and node counts), so a graph's output does not depend on its batch
-        scale = ga.per_graph_frobenius_scale(query, key, batch, num_graphs)  # type: ignore[arg-type]
-        return ga.batched_linear_attention(query, key, value, batch, num_graphs, scale,  # type: ignore[arg-type]
-                                           self_value=True).mean(dim=1)
+        num_graphs = int(batch.max()) + 1 if num_graphs is None else num_graphs
+        scale = ga.per_graph_frobenius_scale(query, key, batch, num_graphs)
+        return ga.batched_linear_attention(
+            query,
+            key,
+            value,
+            batch,
+            num_graphs,
+            scale,
+            self_value=True,
+        ).mean(dim=1)
 
 
 class TransConv(nn.Module):
-    def __init__(self, in_channels: int, hidden: int, num_layers: int, num_heads: int,
-                 dropout: float, use_bn: bool, use_residual: bool, use_weight: bool,
-                 use_act: bool):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: int,
+        num_layers: int,
+        num_heads: int,
+        dropout: float,
+        use_bn: bool,
+        use_residual: bool,
+        use_weight: bool,
+        use_act: bool,
+    ):
         super().__init__()
         self.fcs = nn.ModuleList([nn.Linear(in_channels, hidden)])
-        self.convs = nn.ModuleList(TransConvLayer(hidden, num_heads, use_weight)
-                                   for _ in range(num_layers))
+        self.convs = nn.ModuleList(
+            TransConvLayer(hidden, num_heads, use_weight) for _ in range(num_layers)
+        )
         self.bns = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(num_layers + 1))
-        self.dropout, self.use_bn, self.residual, self.use_act = dropout, use_bn, use_residual, \
-            use_act
+        self.dropout, self.use_bn, self.residual, self.use_act = (
+            dropout,
+            use_bn,
+            use_residual,
+            use_act,
+        )
 
     def forward(self, x: Tensor, batch: Tensor | None = None) -> Tensor:
         num_graphs = None if batch is None else int(batch.max()) + 1
@@ -104,13 +128,23 @@ class GraphConvLayer(nn.Module):
 
 
 class GraphConv(nn.Module):
-    def __init__(self, in_channels: int, hidden: int, num_layers: int, dropout: float,
-                 use_bn: bool, use_residual: bool, use_weight: bool, use_init: bool,
-                 use_act: bool):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: int,
+        num_layers: int,
+        dropout: float,
+        use_bn: bool,
+        use_residual: bool,
+        use_weight: bool,
+        use_init: bool,
+        use_act: bool,
+    ):
         super().__init__()
         self.fcs = nn.ModuleList([nn.Linear(in_channels, hidden)])
-        self.convs = nn.ModuleList(GraphConvLayer(2 * hidden if use_init else hidden, hidden)
-                                   for _ in range(num_layers))
+        self.convs = nn.ModuleList(
+            GraphConvLayer(2 * hidden if use_init else hidden, hidden) for _ in range(num_layers)
+        )
         self.bns = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(num_layers + 1))
         self.dropout, self.use_bn, self.residual = dropout, use_bn, use_residual
         self.use_weight, self.use_init, self.use_act = use_weight, use_init, use_act
@@ -119,7 +153,8 @@ class GraphConv(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         n = x.shape[0]
         adj = self._adjacency_cache.get(
-            (edge_index, n), lambda: SparseOperand(gcn_normalized_adjacency(edge_index, n)))
+            (edge_index, n), lambda: SparseOperand(gcn_normalized_adjacency(edge_index, n))
+        )
         x = self.fcs[0](x)
         if self.use_bn:
             x = self.bns[0](x)
@@ -144,26 +179,56 @@ class GraphConv(nn.Module):
 class SGFormer(nn.Module):
     """Official SGFormer (large-graph version) with its keywords."""
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 trans_num_layers: int = 1, trans_num_heads: int = 1,
-                 trans_dropout: float = 0.0, trans_use_bn: bool = True,
-                 trans_use_residual: bool = True, trans_use_weight: bool = True,
-                 trans_use_act: bool = False, gnn_num_layers: int = 2, gnn_dropout: float = 0.0,
-                 gnn_use_bn: bool = True, gnn_use_residual: bool = True,
-                 gnn_use_weight: bool = True, gnn_use_init: bool = False,
-                 gnn_use_act: bool = True, use_graph: bool = True, graph_weight: float = 0.5,
-                 aggregate: str = "add"):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        trans_num_layers: int = 1,
+        trans_num_heads: int = 1,
+        trans_dropout: float = 0.0,
+        trans_use_bn: bool = True,
+        trans_use_residual: bool = True,
+        trans_use_weight: bool = True,
+        trans_use_act: bool = False,
+        gnn_num_layers: int = 2,
+        gnn_dropout: float = 0.0,
+        gnn_use_bn: bool = True,
+        gnn_use_residual: bool = True,
+        gnn_use_weight: bool = True,
+        gnn_use_init: bool = False,
+        gnn_use_act: bool = True,
+        use_graph: bool = True,
+        graph_weight: float = 0.5,
+        aggregate: str = "add",
+    ):
         super().__init__()
         if aggregate not in ("add", "cat"):
             raise ValueError(f"aggregate={aggregate!r} is not allowed; use add or cat")
-        self.trans_conv = TransConv(in_channels, hidden_channels, trans_num_layers,
-                                    trans_num_heads, trans_dropout, trans_use_bn,
-                                    trans_use_residual, trans_use_weight, trans_use_act)
+        self.trans_conv = TransConv(
+            in_channels,
+            hidden_channels,
+            trans_num_layers,
+            trans_num_heads,
+            trans_dropout,
+            trans_use_bn,
+            trans_use_residual,
+            trans_use_weight,
+            trans_use_act,
+        )
         # built even without use_graph, as the official class (its weights are in every
         # official checkpoint; unused, they get no gradient)
-        self.graph_conv = GraphConv(in_channels, hidden_channels, gnn_num_layers,
-                                    gnn_dropout, gnn_use_bn, gnn_use_residual,
-                                    gnn_use_weight, gnn_use_init, gnn_use_act)
+        self.graph_conv = GraphConv(
+            in_channels,
+            hidden_channels,
+            gnn_num_layers,
+            gnn_dropout,
+            gnn_use_bn,
+            gnn_use_residual,
+            gnn_use_weight,
+            gnn_use_init,
+            gnn_use_act,
+        )
         cat = use_graph and aggregate == "cat"
         self.fc = nn.Linear(2 * hidden_channels if cat else hidden_channels, out_channels)
         self.use_graph, self.graph_weight, self.aggregate = use_graph, graph_weight, aggregate
@@ -181,21 +246,26 @@ class SGFormer(nn.Module):
             old = re.fullmatch(r"graph_conv\.convs\.(\d+)\.(weight|bias)", key)
             out[f"graph_conv.convs.{old[1]}.W.{old[2]}" if old else key] = value
         if not self.use_graph and not any(k.startswith("graph_conv.") for k in out):
-            out.update({k: v for k, v in super().state_dict().items()
-                        if k.startswith("graph_conv.")})
+            out.update(
+                {k: v for k, v in super().state_dict().items() if k.startswith("graph_conv.")}
+            )
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         return super().load_state_dict(self.upgrade_state_dict(state_dict), strict, assign)
 
-    def forward(self, x: Tensor, edge_index: Tensor | None = None,
-                batch: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, edge_index: Tensor | None = None, batch: Tensor | None = None
+    ) -> Tensor:
         """``batch``: a mini-batch of graphs, attention within each graph."""
         z = self.trans_conv(x, batch)
         if self.use_graph:
             g = self.graph_conv(x, edge_index)
-            z = (self.graph_weight * g + (1 - self.graph_weight) * z
-                 if self.aggregate == "add" else torch.cat([z, g], dim=1))
+            z = (
+                self.graph_weight * g + (1 - self.graph_weight) * z
+                if self.aggregate == "add"
+                else torch.cat([z, g], dim=1)
+            )
         return self.fc(z)
 
 
@@ -204,19 +274,37 @@ class SGFormerPyG(nn.Module):
 
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 trans_num_layers: int = 1, trans_num_heads: int = 1,
-                 trans_dropout: float = 0.5, gnn_num_layers: int = 2, gnn_dropout: float = 0.5,
-                 graph_weight: float = 0.5, aggregate: str = "add"):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        trans_num_layers: int = 1,
+        trans_num_heads: int = 1,
+        trans_dropout: float = 0.5,
+        gnn_num_layers: int = 2,
+        gnn_dropout: float = 0.5,
+        graph_weight: float = 0.5,
+        aggregate: str = "add",
+    ):
         super().__init__()
         # optional extra of PyG (its models): imported only when one of these is built
         from torch_geometric.nn.models import SGFormer as PyGSGFormer
 
         from .attention.pyg_fixes import fix_pyg_attention
 
-        self.model = PyGSGFormer(in_channels, hidden_channels, out_channels, trans_num_layers,
-                                 trans_num_heads, trans_dropout, gnn_num_layers, gnn_dropout,
-                                 graph_weight, aggregate)
+        self.model = PyGSGFormer(
+            in_channels,
+            hidden_channels,
+            out_channels,
+            trans_num_layers,
+            trans_num_heads,
+            trans_dropout,
+            gnn_num_layers,
+            gnn_dropout,
+            graph_weight,
+            aggregate,
+        )
         fix_pyg_attention(self.model)  # PyG masks only V in a batch of graphs (same on one)
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> Tensor:
@@ -230,10 +318,20 @@ class Polynormer(nn.Module):
 
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 local_layers: int = 7, global_layers: int = 2, in_dropout: float = 0.15,
-                 dropout: float = 0.5, global_dropout: float = 0.5, heads: int = 1,
-                 beta: float = 0.9, local_epochs: int = 100):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        local_layers: int = 7,
+        global_layers: int = 2,
+        in_dropout: float = 0.15,
+        dropout: float = 0.5,
+        global_dropout: float = 0.5,
+        heads: int = 1,
+        beta: float = 0.9,
+        local_epochs: int = 100,
+    ):
         super().__init__()
         from torch_geometric.nn.models import Polynormer as PyGPolynormer
 
@@ -241,9 +339,18 @@ class Polynormer(nn.Module):
             raise ValueError(f"local_epochs must be >= 0, got {local_epochs}")
         from .attention.pyg_fixes import fix_pyg_attention  # start-up: PyG's models, lazily
 
-        self.model = PyGPolynormer(in_channels, hidden_channels, out_channels, local_layers,
-                                   global_layers, in_dropout, dropout, global_dropout, heads,
-                                   beta)
+        self.model = PyGPolynormer(
+            in_channels,
+            hidden_channels,
+            out_channels,
+            local_layers,
+            global_layers,
+            in_dropout,
+            dropout,
+            global_dropout,
+            heads,
+            beta,
+        )
         fix_pyg_attention(self.model)  # PyG masks only V in a batch of graphs (same on one)
         self.local_epochs = local_epochs
         # A buffer, so a checkpoint remembers whether its weights were trained with attention.

@@ -13,6 +13,7 @@ layer's product runs on their CSR form, 17x fewer multiply-adds.
 
 No framework imports: this file only needs torch.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -93,8 +94,11 @@ class OperandCache:
 
     def get(self, tensors: tuple, build: Callable[[], object]):
         key = tuple((t, t._version) if isinstance(t, Tensor) else (t, None) for t in tensors)
-        if self._key is not None and len(key) == len(self._key) and all(
-                same(a, b) and va == vb for (a, va), (b, vb) in zip(key, self._key)):
+        if (
+            self._key is not None
+            and len(key) == len(self._key)
+            and all(same(a, b) and va == vb for (a, va), (b, vb) in zip(key, self._key))
+        ):
             return self._value
         value = build()
         self._key, self._value = key, value
@@ -114,8 +118,12 @@ def wants_sparse(x: Tensor, sparse_input: bool | None) -> bool:
         return True
     if sparse_input is not None:
         return bool(sparse_input) and x.dim() == 2
-    if x.dim() != 2 or not x.is_floating_point() or x.numel() < SPARSE_INPUT_MIN_ELEMENTS \
-            or x.requires_grad:
+    if (
+        x.dim() != 2
+        or not x.is_floating_point()
+        or x.numel() < SPARSE_INPUT_MIN_ELEMENTS
+        or x.requires_grad
+    ):
         return False
     return int(torch.count_nonzero(x)) <= SPARSE_INPUT_DENSITY * x.numel()
 

@@ -4,6 +4,7 @@ imported here: it needs the compiled ``torch_sparse``). ``forward(x, edge_index,
 on one snapshot returns [N, out]; as in the official code the recurrent state starts at zero
 for every snapshot (window 1).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,9 @@ def _random_walk(edge_index: Tensor, weight: Tensor, num_nodes: int, reverse: bo
     deg = torch.zeros(num_nodes, device=weight.device).scatter_add_(0, src, weight)
     value = torch.nan_to_num(weight / deg[src], posinf=0.0)
     # (T x)[s] = sum over edges s -> d of w / deg(s) * x[d]  (messages flow d -> s, as DConv)
-    adj = torch.sparse_coo_tensor(torch.stack([src, dst]), value, (num_nodes, num_nodes),
-                                  check_invariants=False)
+    adj = torch.sparse_coo_tensor(
+        torch.stack([src, dst]), value, (num_nodes, num_nodes), check_invariants=False
+    )
     return adj.coalesce().to_sparse_csr()
 
 
@@ -64,17 +66,21 @@ class DCRNN(nn.Module):
 
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int = 1,
-                 K: int = 1, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int = 1,
+        K: int = 1,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         cat = in_channels + hidden_channels
-        self.conv_z, self.conv_r, self.conv_h = (DConv(cat, hidden_channels, K)
-                                                 for _ in range(3))
+        self.conv_z, self.conv_r, self.conv_h = (DConv(cat, hidden_channels, K) for _ in range(3))
         self.lin = nn.Linear(hidden_channels, out_channels)
         self.hidden_channels, self.dropout, self.K = hidden_channels, dropout, K
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None
-                ) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
         if edge_weight is None:
             edge_weight = torch.ones(edge_index.shape[1], device=x.device)
         # The three gates share one pair of random-walk matrices (only K > 1 uses them).
@@ -96,8 +102,9 @@ class MPNNLSTM(nn.Module):
 
     requires_graph = True
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int = 1,
-                 dropout: float = 0.5):
+    def __init__(
+        self, in_channels: int, hidden_channels: int, out_channels: int = 1, dropout: float = 0.5
+    ):
         super().__init__()
         self.conv1 = GCNConv(in_channels, hidden_channels)
         self.conv2 = GCNConv(hidden_channels, hidden_channels)
@@ -108,12 +115,17 @@ class MPNNLSTM(nn.Module):
         self.lin = nn.Linear(2 * hidden_channels + in_channels, out_channels)
         self.dropout = dropout
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None
-                ) -> Tensor:
-        h1 = F.dropout(self.bn1(F.relu(self.conv1(x, edge_index, edge_weight))),
-                       p=self.dropout, training=self.training)
-        h2 = F.dropout(self.bn2(F.relu(self.conv2(h1, edge_index, edge_weight))),
-                       p=self.dropout, training=self.training)
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        h1 = F.dropout(
+            self.bn1(F.relu(self.conv1(x, edge_index, edge_weight))),
+            p=self.dropout,
+            training=self.training,
+        )
+        h2 = F.dropout(
+            self.bn2(F.relu(self.conv2(h1, edge_index, edge_weight))),
+            p=self.dropout,
+            training=self.training,
+        )
         seq = torch.cat([h1, h2], dim=1).unsqueeze(0)  # [window = 1, N, 2h]
         seq, (state1, _) = self.rnn1(seq)
         _, (state2, _) = self.rnn2(seq)

@@ -27,6 +27,7 @@ smaller than the theory's z~_i.z~_j. :func:`simple_kernel_parts` measures how fa
 the q.k part against the constant part, with the checkpoint's global norm and with per-node norms
 of the same q and k. The energy's two terms are reported apart (lambda only weighs them).
 """
+
 from __future__ import annotations
 
 import math
@@ -49,8 +50,9 @@ def delta(kernel: str, x: Tensor) -> Tensor:
     raise ValueError(f"unknown kernel {kernel!r}; allowed: simple, sigmoid, simple_pernode")
 
 
-def pair_penalty(z: Tensor, kernel: str, max_exact: int = 20_000, chunk: int = 2048,
-                 seed: int = 0) -> float:
+def pair_penalty(
+    z: Tensor, kernel: str, max_exact: int = 20_000, chunk: int = 2048, seed: int = 0
+) -> float:
     """sum_{i,j} delta(||z~_i - z~_j||^2) over all ordered pairs (i = j included, delta = 0)."""
     zt = F.normalize(z.double(), dim=-1)
     n = zt.shape[0]
@@ -78,9 +80,16 @@ def energies(states: list[dict], kernel: str, lam: float = 1.0, **penalty_kw) ->
         local = float((z_out.double() - z_in.double()).square().sum())
         pair = pair_penalty(z_out, kernel, **penalty_kw)
         energy = local + lam * pair
-        rows.append({"layer": k, "local": local, "pair": pair,
-                     "pair_per_pair": pair / z_out.shape[0] ** 2, "energy": energy,
-                     "decreased": None if previous is None else energy <= previous})
+        rows.append(
+            {
+                "layer": k,
+                "local": local,
+                "pair": pair,
+                "pair_per_pair": pair / z_out.shape[0] ** 2,
+                "energy": energy,
+                "decreased": None if previous is None else energy <= previous,
+            }
+        )
         previous = energy
     return rows
 
@@ -105,9 +114,9 @@ def class_structure(attention: Tensor, y_rows: Tensor, y: Tensor, num_classes: i
     """Within-class share of each row's attention (mean over rows and heads), the share a
     uniform attention would give, and the class-by-class matrix M[c, c'] = mean over rows of
     class c of the attention they put on class c'."""
-    a = attention.mean(dim=-1)                                           # [R, N]
-    onehot = F.one_hot(y, num_classes).to(a.dtype)                       # [N, C]
-    to_class = a @ onehot                                                # [R, C]
+    a = attention.mean(dim=-1)  # [R, N]
+    onehot = F.one_hot(y, num_classes).to(a.dtype)  # [N, C]
+    to_class = a @ onehot  # [R, C]
     within = to_class.gather(1, y_rows.view(-1, 1)).squeeze(1)
     sizes = onehot.sum(0) / y.numel()
     matrix = torch.zeros(num_classes, num_classes, dtype=a.dtype)
@@ -115,8 +124,11 @@ def class_structure(attention: Tensor, y_rows: Tensor, y: Tensor, num_classes: i
         mine = y_rows == c
         if mine.any():
             matrix[c] = to_class[mine].mean(0)
-    return {"within_class": float(within.mean()), "uniform": float(sizes[y_rows].mean()),
-            "class_matrix": matrix.tolist()}
+    return {
+        "within_class": float(within.mean()),
+        "uniform": float(sizes[y_rows].mean()),
+        "class_matrix": matrix.tolist(),
+    }
 
 
 def simple_kernel_parts(query: Tensor, key: Tensor, value: Tensor) -> dict:
@@ -125,12 +137,15 @@ def simple_kernel_parts(query: Tensor, key: Tensor, value: Tensor) -> dict:
     nodes), with the checkpoint's global Frobenius norm and with per-node norms."""
     n = query.shape[0]
     out = {}
-    for name, (q, k) in {"global": (query / torch.norm(query), key / torch.norm(key)),
-                         "per_node": (F.normalize(query, dim=-1),
-                                      F.normalize(key, dim=-1))}.items():
+    for name, (q, k) in {
+        "global": (query / torch.norm(query), key / torch.norm(key)),
+        "per_node": (F.normalize(query, dim=-1), F.normalize(key, dim=-1)),
+    }.items():
         v = value.expand(-1, q.shape[1], -1)
         den = torch.einsum("nhm,hm->nh", q, k.sum(0)).abs() / n
         num = torch.einsum("nhm,hmd->nhd", q, torch.einsum("nhm,nhd->hmd", k, v)).norm(dim=-1)
-        out[name] = {"denominator_ratio": float(den.mean()),
-                     "numerator_ratio": float((num / v.sum(0).norm(dim=-1)).mean())}
+        out[name] = {
+            "denominator_ratio": float(den.mean()),
+            "numerator_ratio": float((num / v.sum(0).norm(dim=-1)).mean()),
+        }
     return out

@@ -10,6 +10,7 @@ Two formats are recognised by :func:`difformer.train.checkpoint.load_checkpoint`
   ``test_large_dataset.py``: one full-graph forward (on CPU unless ``trainer.eval_device`` says
   otherwise) on the OGB split or the fixed Pokec split files.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -19,7 +20,7 @@ from omegaconf import OmegaConf
 
 from ..config.core import ConfigError
 from ..config.settings import Settings
-from ..data import DataRoot, load_dataset, prepare_for_model
+from ..data import DataRoot, NodeDataset, load_dataset, prepare_for_model
 from ..models import build_model
 from ..runs import rundir
 from ..runs.files import write_json
@@ -40,8 +41,9 @@ def dataset_overridden() -> bool:
 
     if not HydraConfig.initialized():
         return False
-    return any(o.split("=")[0].lstrip("+~").startswith("dataset")
-               for o in HydraConfig.get().overrides.task)
+    return any(
+        o.split("=")[0].lstrip("+~").startswith("dataset") for o in HydraConfig.get().overrides.task
+    )
 
 
 def evaluate_checkpoint(settings: Settings, ckpt: dict, run_dir: Path) -> dict:
@@ -61,13 +63,15 @@ def rebuild(settings: Settings, ckpt: dict):
     the file alone (or on the command line's dataset) and checked against its fingerprints;
     returns them with the list of mismatches (refused unless ``eval_allow_mismatch``)."""
     recorded = ckpt["dataset"]
-    dataset_cfg = settings.dataset if dataset_overridden() else \
-        OmegaConf.create(recorded["config"])
+    dataset_cfg = settings.dataset if dataset_overridden() else OmegaConf.create(recorded["config"])
     root = DataRoot.from_config(settings.paths)
     dataset, spec = load_dataset(dataset_cfg, root)
     task_cls = TASKS[spec.kind]
-    kwargs = {**ckpt["model"]["kwargs"], "in_channels": dataset.num_features,
-              "out_channels": task_cls.out_channels(dataset)}
+    kwargs = {
+        **ckpt["model"]["kwargs"],
+        "in_channels": dataset.num_features,
+        "out_channels": task_cls.out_channels(dataset),
+    }
     model = build_model(ckpt["model"]["name"], **kwargs)
     dataset = prepare_for_model(dataset, model, root.cache_dir)
     trainer = replace(settings.trainer, mse=ckpt["metrics"].get("mse", settings.trainer.mse))
@@ -81,12 +85,15 @@ def rebuild(settings: Settings, ckpt: dict):
     problems += fingerprint_differences(recorded["fingerprint"], dataset.fingerprint())
     current_split = task.split_fingerprint(split)
     if current_split != recorded["split_fingerprint"]:
-        problems.append(f"split: checkpoint={recorded['split_fingerprint']} "
-                        f"current={current_split}")
+        problems.append(
+            f"split: checkpoint={recorded['split_fingerprint']} current={current_split}"
+        )
     if problems and not settings.eval_allow_mismatch:
-        raise CheckpointError(f"checkpoint {settings.checkpoint} does not match: "
-                              + "; ".join(problems)
-                              + " (eval_allow_mismatch=true to evaluate anyway)")
+        raise CheckpointError(
+            f"checkpoint {settings.checkpoint} does not match: "
+            + "; ".join(problems)
+            + " (eval_allow_mismatch=true to evaluate anyway)"
+        )
     model.load_state_dict(ckpt["state_dict"], strict=True)
     model.to(device)
     return model, dataset, task, split, problems
@@ -97,56 +104,96 @@ def evaluate_own(settings: Settings, run_dir: Path, ckpt: dict) -> dict:
     model, dataset, task, split, problems = rebuild(settings, ckpt)
     recorded, device = ckpt["dataset"], task.device
     scores = task.evaluate_test(model, split)
-    result = {"checkpoint": str(Path(str(settings.checkpoint)).resolve()), "dataset": dataset.name,
-              "model": ckpt["model"]["name"], "metric": task.metric, "run": recorded["run"],
-              **scores, "recorded": ckpt["metrics"],
-              "matches_recorded": scores["test"] == ckpt["metrics"].get("test"),
-              "mismatches": problems, "device": str(device)}
+    result = {
+        "checkpoint": str(Path(str(settings.checkpoint)).resolve()),
+        "dataset": dataset.name,
+        "model": ckpt["model"]["name"],
+        "metric": task.metric,
+        "run": recorded["run"],
+        **scores,
+        "recorded": ckpt["metrics"],
+        "matches_recorded": scores["test"] == ckpt["metrics"].get("test"),
+        "mismatches": problems,
+        "device": str(device),
+    }
     _write(run_dir, result)
-    print(f"{dataset.name} | {task.metric} test {task.fmt(scores['test'])} (recorded "
-          f"{task.fmt(ckpt['metrics']['test'])}) | {run_dir / rundir.EVAL}", flush=True)
+    print(
+        f"{dataset.name} | {task.metric} test {task.fmt(scores['test'])} (recorded "
+        f"{task.fmt(ckpt['metrics']['test'])}) | {run_dir / rundir.EVAL}",
+        flush=True,
+    )
     return result
 
 
 def evaluate_official(settings: Settings, run_dir: Path, state_dict: dict) -> dict:
     """The authors' released state_dict, evaluated as their ``test_large_dataset.py``."""
     if not dataset_overridden():
-        raise ConfigError(f"{settings.checkpoint} is an official DIFFormer state_dict, which "
-                          "records no dataset: pass dataset=ogbn-proteins or dataset=pokec "
-                          "(and model=difformer_s, whose paper settings give the model shape)")
+        raise ConfigError(
+            f"{settings.checkpoint} is an official DIFFormer state_dict, which "
+            "records no dataset: pass dataset=ogbn-proteins or dataset=pokec "
+            "(and model=difformer_s, whose paper settings give the model shape)"
+        )
     if settings.model_name != "difformer":
-        raise ConfigError(f"an official DIFFormer state_dict needs model=difformer_s, got "
-                          f"model.name={settings.model_name}")
+        raise ConfigError(
+            f"an official DIFFormer state_dict needs model=difformer_s, got "
+            f"model.name={settings.model_name}"
+        )
     dataset_cfg = dict(settings.dataset_config)
     if dataset_cfg.get("split") == "random":
         # The released scores are on the authors' split files, never on a fresh random split.
         dataset_cfg["split"] = "fixed"
-        print("official checkpoint: using the fixed split files (dataset.split=fixed)",
-              flush=True)
-    dataset, spec = load_dataset(OmegaConf.create(dataset_cfg),
-                                 DataRoot.from_config(settings.paths))
-    kwargs = {**settings.model_kwargs, "in_channels": dataset.num_features,
-              "out_channels": dataset.num_classes}
+        print("official checkpoint: using the fixed split files (dataset.split=fixed)", flush=True)
+    dataset, spec = load_dataset(
+        OmegaConf.create(dataset_cfg), DataRoot.from_config(settings.paths)
+    )
+    kwargs = {
+        **settings.model_kwargs,
+        "in_channels": dataset.num_features,
+        "out_channels": dataset.num_classes,
+    }
     model = build_model("difformer", **kwargs)
     problems = state_dict_differences(model.state_dict(), state_dict)
     if problems:
         raise CheckpointError(
             f"{settings.checkpoint} does not fit model=difformer with {kwargs} on "
             f"{dataset.name}: " + "; ".join(problems) + ". The model keywords come from the "
-            f"paper recipe recipe/{dataset.name}_difformer_s; override model.* to match the file")
+            f"paper recipe recipe/{dataset.name}_difformer_s; override model.* to match the file"
+        )
     model.load_state_dict(state_dict, strict=True)
     device = resolve_device(settings.trainer.eval_device or "cpu")
+    if not isinstance(dataset, NodeDataset):
+        raise ConfigError(
+            f"an official DIFFormer state_dict classifies the nodes of one graph; dataset "
+            f"{dataset.name} is not such a dataset: pass dataset=ogbn-proteins or dataset=pokec"
+        )
     model.to(device)
     split = dataset.split(0, settings.split_seed)
-    scores = evaluate(model, dataset.x.to(device), dataset.edge_index.to(device),  # type: ignore[union-attr]
-                      dataset.y.to(device), split, spec.metric, spec.loss,  # type: ignore[union-attr]
-                      settings.trainer.eval_chunk)
-    result = {"checkpoint": str(Path(str(settings.checkpoint)).resolve()), "format": "official",
-              "dataset": dataset.name, "model": "difformer", "model_kwargs": kwargs,
-              "metric": spec.metric, "split": dataset.splits.description, **scores,  # type: ignore[union-attr]
-              "device": str(device)}
+    scores = evaluate(
+        model,
+        dataset.x.to(device),
+        dataset.edge_index.to(device),
+        dataset.y.to(device),
+        split,
+        spec.metric,
+        spec.loss,
+        settings.trainer.eval_chunk,
+    )
+    result = {
+        "checkpoint": str(Path(str(settings.checkpoint)).resolve()),
+        "format": "official",
+        "dataset": dataset.name,
+        "model": "difformer",
+        "model_kwargs": kwargs,
+        "metric": spec.metric,
+        "split": dataset.splits.description,
+        **scores,
+        "device": str(device),
+    }
     _write(run_dir, result)
     label = {"rocauc_ogb": "ROCAUC", "rocauc": "ROCAUC"}.get(spec.metric, "Accuracy")
-    print(f"{dataset.name} | official checkpoint | Test {label}: {100 * scores['test']:.2f}% | "
-          f"{run_dir / rundir.EVAL}", flush=True)
+    print(
+        f"{dataset.name} | official checkpoint | Test {label}: {100 * scores['test']:.2f}% | "
+        f"{run_dir / rundir.EVAL}",
+        flush=True,
+    )
     return result

@@ -16,6 +16,7 @@ Frobenius norm and with per-node norms of the same q and k. Attention rows are a
 ``inspect.max_rows`` (else a seeded sample of that many); the energy's pair term is exact for the
 simple kernels at any N and for sigmoid up to ``inspect.max_exact`` nodes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,44 +52,62 @@ def inspect_checkpoint(settings: Settings, run_dir: Path, ckpt: dict) -> dict:
     opts = options(settings.config)
     model, dataset, task, split, problems = rebuild(settings, ckpt)
     if not isinstance(model, DIFFormer):
-        raise ConfigError(f"mode=inspect reads a node-level DIFFormer checkpoint; "
-                          f"{settings.checkpoint} holds model {ckpt['model']['name']}")
+        raise ConfigError(
+            f"mode=inspect reads a node-level DIFFormer checkpoint; "
+            f"{settings.checkpoint} holds model {ckpt['model']['name']}"
+        )
     model.cpu().eval()
     x, edge_index, y = dataset.x, dataset.edge_index, dataset.y
     n, kernel = x.shape[0], model.kernel
     states = model.diffusion_states(x, edge_index if model.use_graph else None)
     layers = ie.energies(states, kernel, opts["lam"], max_exact=opts["max_exact"])
     generator = torch.Generator().manual_seed(settings.seed)
-    rows = torch.arange(n) if n <= opts["max_rows"] else \
-        torch.randperm(n, generator=generator)[:opts["max_rows"]].sort().values
+    rows = (
+        torch.arange(n)
+        if n <= opts["max_rows"]
+        else torch.randperm(n, generator=generator)[: opts["max_rows"]].sort().values
+    )
     labelled = y >= 0
     sample = _heatmap_nodes(y, opts["heatmap_nodes"], generator)
     maps, matrices = [], []
     for k, state in enumerate(states):
         attention = ie.attention_rows(state["query"], state["key"], kernel, rows)
         keep = labelled[rows]
-        structure = ie.class_structure(attention[keep][:, labelled], y[rows][keep],
-                                       y[labelled], dataset.num_classes)
+        structure = ie.class_structure(
+            attention[keep][:, labelled], y[rows][keep], y[labelled], dataset.num_classes
+        )
         layers[k].update(within_class=structure["within_class"], uniform=structure["uniform"])
         matrices.append(structure["class_matrix"])
         if kernel != "sigmoid":
             layers[k]["simple_kernel_parts"] = ie.simple_kernel_parts(
-                state["query"], state["key"], state["value"])
+                state["query"], state["key"], state["value"]
+            )
         if k in (0, len(states) - 1):
-            maps.append(ie.attention_rows(state["query"], state["key"], kernel,
-                                          sample)[:, sample].mean(-1))
-    result = {"checkpoint": str(Path(str(settings.checkpoint)).resolve()), "dataset": dataset.name,
-              "kernel": kernel, "nodes": n, "attention_rows": int(rows.numel()),
-              "lambda": opts["lam"], "layers": layers,
-              "energy_decreases_every_layer": all(r["decreased"] for r in layers[1:]),
-              "class_matrices": matrices, "mismatches": problems}
+            maps.append(
+                ie.attention_rows(state["query"], state["key"], kernel, sample)[:, sample].mean(-1)
+            )
+    result = {
+        "checkpoint": str(Path(str(settings.checkpoint)).resolve()),
+        "dataset": dataset.name,
+        "kernel": kernel,
+        "nodes": n,
+        "attention_rows": int(rows.numel()),
+        "lambda": opts["lam"],
+        "layers": layers,
+        "energy_decreases_every_layer": all(r["decreased"] for r in layers[1:]),
+        "class_matrices": matrices,
+        "mismatches": problems,
+    }
     write_json(Path(run_dir) / rundir.INSPECT, result)
     _plots(Path(run_dir), result, maps, y[sample])
     steps = ", ".join(f"{r['energy']:.4g}" for r in layers)
-    print(f"{dataset.name} | DIFFormer ({kernel}) | energy by layer: {steps} | decreases every "
-          f"layer: {result['energy_decreases_every_layer']} | within-class attention "
-          f"{layers[-1]['within_class']:.3f} (uniform {layers[-1]['uniform']:.3f}) | "
-          f"{run_dir / rundir.INSPECT}", flush=True)
+    print(
+        f"{dataset.name} | DIFFormer ({kernel}) | energy by layer: {steps} | decreases every "
+        f"layer: {result['energy_decreases_every_layer']} | within-class attention "
+        f"{layers[-1]['within_class']:.3f} (uniform {layers[-1]['uniform']:.3f}) | "
+        f"{run_dir / rundir.INSPECT}",
+        flush=True,
+    )
     return result
 
 
@@ -120,8 +139,12 @@ def _plots(run_dir: Path, result: dict, maps: list, y_sample: torch.Tensor) -> N
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(ks, [r["within_class"] for r in layers], "o-", label="attention within the class")
     ax.plot(ks, [r["uniform"] for r in layers], "k--", label="uniform attention")
-    ax.set(xlabel="layer k", ylabel="share of a node's attention", ylim=(0, 1),
-           title=f"within-class attention: {title}")
+    ax.set(
+        xlabel="layer k",
+        ylabel="share of a node's attention",
+        ylim=(0, 1),
+        title=f"within-class attention: {title}",
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(run_dir / rundir.INSPECT_PLOTS[1], dpi=110)

@@ -4,6 +4,7 @@
 kind (:data:`~difformer.train.tasks.TASKS`), the model declares what it needs
 (``requires_graph``, ``knn_k``, ``inference``, ``level``).
 """
+
 from __future__ import annotations
 
 import time
@@ -39,9 +40,11 @@ def load_data(settings: Settings, probe):
         dataset, spec = load_dataset(settings.dataset, root)
     dataset = prepare_for_model(dataset, probe, root.cache_dir)
     if getattr(probe, "requires_graph", False) and not getattr(dataset, "has_graph", True):
-        raise ConfigError(f"model {settings.model_name} uses the input graph, but dataset "
-                          f"{spec.name} has none: set dataset.knn_k=5 for a k-NN graph (or, "
-                          "for DIFFormer, model.use_graph=false)")
+        raise ConfigError(
+            f"model {settings.model_name} uses the input graph, but dataset "
+            f"{spec.name} has none: set dataset.knn_k=5 for a k-NN graph (or, "
+            "for DIFFormer, model.use_graph=false)"
+        )
     return dataset, spec
 
 
@@ -65,19 +68,28 @@ def check_trainer(settings: Settings, probe) -> None:
     if task_cls.level != level:
         raise ConfigError(
             f"model {settings.model_name} predicts {level}s, but dataset {spec.name} is "
-            + (f"graph-level: use a graph-level model ({', '.join(graph_level_models())})"
-               if task_cls.level == "graph" else f"a {task_cls.kind} task: use a node-level "
-               "model"))
+            + (
+                f"graph-level: use a graph-level model ({', '.join(graph_level_models())})"
+                if task_cls.level == "graph"
+                else f"a {task_cls.kind} task: use a node-level model"
+            )
+        )
     if trainer.name not in task_cls.trainers:
-        raise ConfigError(f"dataset {spec.name} needs trainer={' or '.join(task_cls.trainers)}, "
-                          f"got trainer={trainer.name}")
+        raise ConfigError(
+            f"dataset {spec.name} needs trainer={' or '.join(task_cls.trainers)}, "
+            f"got trainer={trainer.name}"
+        )
     if trainer.eval_chunk is not None and not hasattr(probe, "inference"):
-        raise ConfigError(f"trainer.eval_chunk needs a model with streamed inference (difformer); "
-                          f"model {settings.model_name} has none: set trainer.eval_chunk=null")
+        raise ConfigError(
+            f"trainer.eval_chunk needs a model with streamed inference (difformer); "
+            f"model {settings.model_name} has none: set trainer.eval_chunk=null"
+        )
     if distributed.world_size() > 1 and not task_cls.supports_torchrun(trainer):
-        raise ConfigError(f"torchrun is supported for node classification with "
-                          f"trainer=minibatch, not for the {task_cls.kind} task with "
-                          f"trainer={trainer.name}")
+        raise ConfigError(
+            f"torchrun is supported for node classification with "
+            f"trainer=minibatch, not for the {task_cls.kind} task with "
+            f"trainer={trainer.name}"
+        )
     check_parallel_runs(trainer)
 
 
@@ -86,13 +98,17 @@ def check_parallel_runs(trainer) -> None:
     if k in (1, "auto"):  # auto is one process wherever several cannot be used
         return
     if distributed.world_size() > 1:
-        raise ConfigError(f"trainer.parallel_runs={k} starts its own processes; under torchrun "
-                          "set trainer.parallel_runs=1")
+        raise ConfigError(
+            f"trainer.parallel_runs={k} starts its own processes; under torchrun "
+            "set trainer.parallel_runs=1"
+        )
     device = resolve_device(trainer.device)
     if device.type != "cpu":
-        raise ConfigError(f"trainer.parallel_runs={k} spreads runs over CPU cores; on "
-                          f"{device.type} one process drives the device: set "
-                          "trainer.parallel_runs=1 (or trainer.device=cpu)")
+        raise ConfigError(
+            f"trainer.parallel_runs={k} spreads runs over CPU cores; on "
+            f"{device.type} one process drives the device: set "
+            "trainer.parallel_runs=1 (or trainer.device=cpu)"
+        )
 
 
 def parallel_workers(trainer, device) -> int:
@@ -118,12 +134,20 @@ def train(settings: Settings, probe, run_dir: Path) -> dict:
         parallel = parallel_workers(trainer, device)
         if lead and parallel > 1:
             # started before this process loads the data: their start-up overlaps ours
-            workers = Workers(settings.config, run_dir, trainer.runs, parallel,
-                              torch.get_num_threads())
+            workers = Workers(
+                settings.config, run_dir, trainer.runs, parallel, torch.get_num_threads()
+            )
         dataset, spec = load_data(settings, probe)  # the file may decide the loss
         eval_device = None if trainer.eval_device is None else resolve_device(trainer.eval_device)
-        task = task_cls(dataset, spec, settings, device, eval_device,
-                        distributed.rank(), distributed.world_size())
+        task = task_cls(
+            dataset,
+            spec,
+            settings,
+            device,
+            eval_device,
+            distributed.rank(),
+            distributed.world_size(),
+        )
         if lead:
             print(dataset.summary(), flush=True)
         logger = RunLogger(run_dir, settings.logger, settings.config) if lead else NullLogger()
@@ -136,13 +160,22 @@ def train(settings: Settings, probe, run_dir: Path) -> dict:
             finished = True
             if not lead:
                 return {}
-            summary = {"dataset": dataset.name, "model": settings.model_name, "task": task.kind,
-                       **task.summary(records), "std_ddof": 1, "n_runs": len(records),
-                       "runs": records, "device": str(device),
-                       "world_size": distributed.world_size(),
-                       "torch_threads": torch.get_num_threads(),
-                       "wall_seconds": time.time() - start, "package_version": __version__,
-                       "config_hash": settings.config_hash, "run_dir": str(run_dir)}
+            summary = {
+                "dataset": dataset.name,
+                "model": settings.model_name,
+                "task": task.kind,
+                **task.summary(records),
+                "std_ddof": 1,
+                "n_runs": len(records),
+                "runs": records,
+                "device": str(device),
+                "world_size": distributed.world_size(),
+                "torch_threads": torch.get_num_threads(),
+                "wall_seconds": time.time() - start,
+                "package_version": __version__,
+                "config_hash": settings.config_hash,
+                "run_dir": str(run_dir),
+            }
             write_json(Path(run_dir) / rundir.SUMMARY, summary)
             logger.finish(summary)
         finally:
@@ -153,6 +186,8 @@ def train(settings: Settings, probe, run_dir: Path) -> dict:
         raise
     finally:
         distributed.teardown(finished)
-    print(f"{task.report(summary)} (sample std, ddof=1) | {summary['wall_seconds']:.1f}s | "
-          f"{run_dir}", flush=True)
+    print(
+        f"{task.report(summary)} (sample std, ddof=1) | {summary['wall_seconds']:.1f}s | {run_dir}",
+        flush=True,
+    )
     return summary

@@ -11,6 +11,7 @@ a warning. Mean and sample std (ddof = 1) of the per-run test (and valid) scores
 of distinct runs. Jobs that failed or lacked data (``status.json``) are listed, never dropped
 silently.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,13 @@ def problems(root: Path) -> list[dict]:
         if (job / rundir.SUMMARY).exists() or "stale-" in str(job):
             continue
         status = json.loads(status_path.read_text())
-        out.append({"dir": job, "status": status.get("status"),
-                    "why": status.get("error") or status.get("missing_path")})
+        out.append(
+            {
+                "dir": job,
+                "status": status.get("status"),
+                "why": status.get("error") or status.get("missing_path"),
+            }
+        )
     return out
 
 
@@ -52,8 +58,13 @@ def collect(root: Path) -> list[dict]:
             continue
         overrides_path = job / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.exists() else []
-        jobs.append({"dir": job, "overrides": overrides or [],
-                     "summary": json.loads(summary_path.read_text())})
+        jobs.append(
+            {
+                "dir": job,
+                "overrides": overrides or [],
+                "summary": json.loads(summary_path.read_text()),
+            }
+        )
     return jobs
 
 
@@ -80,27 +91,43 @@ def aggregate(jobs: list[dict]) -> list[dict]:
                 seen.add(key)
                 runs.append(r)
         if repeated:
-            print(f"warning: {' '.join(kept) or 'the sweep'}: the jobs' seeds overlap; counted "
-                  f"once: {', '.join(repeated)}", file=sys.stderr)
+            print(
+                f"warning: {' '.join(kept) or 'the sweep'}: the jobs' seeds overlap; counted "
+                f"once: {', '.join(repeated)}",
+                file=sys.stderr,
+            )
         tests = [r["test"] for r in runs]
         valids = [r["valid"] for r in runs]
         std = statistics.stdev(tests) if len(tests) > 1 else None
-        rows.append({"group": " ".join(kept) or "(no swept values)",
-                     "metric": members[0]["summary"]["metric"], "n": len(tests),
-                     "jobs": len(members), "test_mean": statistics.fmean(tests), "test_std": std,
-                     "valid_mean": statistics.fmean(valids), "ddof": 1})
+        rows.append(
+            {
+                "group": " ".join(kept) or "(no swept values)",
+                "metric": members[0]["summary"]["metric"],
+                "n": len(tests),
+                "jobs": len(members),
+                "test_mean": statistics.fmean(tests),
+                "test_std": std,
+                "valid_mean": statistics.fmean(valids),
+                "ddof": 1,
+            }
+        )
     return rows
 
 
 def to_markdown(rows: list[dict]) -> str:
-    lines = ["| group | metric | test mean ± std | valid mean | n runs (jobs) |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| group | metric | test mean ± std | valid mean | n runs (jobs) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         std = "n/a" if r["test_std"] is None else f"{r['test_std']:.4f}"
-        lines.append(f"| {r['group']} | {r['metric']} | {r['test_mean']:.4f} ± {std} | "
-                     f"{r['valid_mean']:.4f} | {r['n']} ({r['jobs']}) |")
-    return "\n".join(lines) + ("\n\nstd: sample standard deviation (ddof = 1) over all runs "
-                              "in the group.")
+        lines.append(
+            f"| {r['group']} | {r['metric']} | {r['test_mean']:.4f} ± {std} | "
+            f"{r['valid_mean']:.4f} | {r['n']} ({r['jobs']}) |"
+        )
+    return "\n".join(lines) + (
+        "\n\nstd: sample standard deviation (ddof = 1) over all runs in the group."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ means, the point listed first in the grid) is kept twice:
 
 The test scores are never read: the choice is made on validation alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,17 +57,19 @@ def grid(model: str) -> tuple[dict[str, list], int, int]:
     from hydra import compose, initialize_config_dir
 
     if model not in models():
-        raise SystemExit(f"error: no baseline search for model {model!r}; allowed: "
-                         f"{', '.join(models())}")
+        raise SystemExit(
+            f"error: no baseline search for model {model!r}; allowed: {', '.join(models())}"
+        )
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment=baseline_search/{model}"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=[f"experiment=baseline_search/{model}"], return_hydra_config=True
+        )
     axes = {}
     for key, spec in cfg.hydra.sweeper.params.items():
         inner = str(spec).strip()
         if not (inner.startswith("choice(") and inner.endswith(")")):
             raise ValueError(f"baseline_search/{model}: {key}: {spec!r} is not a choice(...)")
-        axes[key] = [yaml.safe_load(v) for v in inner[len("choice("):-1].split(",")]
+        axes[key] = [yaml.safe_load(v) for v in inner[len("choice(") : -1].split(",")]
     return axes, int(cfg.hydra.sweeper.n_trials), int(cfg.trainer.runs)
 
 
@@ -77,9 +80,16 @@ def study_dir(out: Path, dataset: str, model: str) -> Path:
 def run_study(dataset: str, model: str, out: Path, threads: int | None = None) -> int:
     """Run (or continue) the study of ``model`` on ``dataset``; the exit code of the multirun."""
     threads = threads or os.cpu_count() or 1
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", f"experiment=baseline_search/{model}",
-           f"dataset={dataset}", f"hydra.sweep.dir={study_dir(out, dataset, model)}",
-           f"threads={threads}", "trainer.progress=false"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        f"experiment=baseline_search/{model}",
+        f"dataset={dataset}",
+        f"hydra.sweep.dir={study_dir(out, dataset, model)}",
+        f"threads={threads}",
+        "trainer.progress=false",
+    ]
     print("running:", " ".join(cmd), flush=True)
     return processes.call(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
 
@@ -103,22 +113,31 @@ def collect(db: Path, budget: int, axes: dict[str, list]) -> dict:
             raise SearchIncomplete(
                 f"{db}: {len(done)} of {budget} trials complete, trials {failed} failed (see "
                 f"their status.json); a failed grid point is not retried: remove {db.parent} "
-                "to start this search again")
-        raise SearchIncomplete(f"{db}: {len(done)} of {budget} trials complete; run the search "
-                               "again to continue")
+                "to start this search again"
+            )
+        raise SearchIncomplete(
+            f"{db}: {len(done)} of {budget} trials complete; run the search again to continue"
+        )
 
     def listed_first(trial):
         return tuple(-values.index(trial.params[key]) for key, values in axes.items())
 
     best = max(done, key=lambda t: (t.value, listed_first(t)))
     ties = [t.number for t in done if t.value == best.value and t is not best]
-    seconds = sum((t.datetime_complete - t.datetime_start).total_seconds()  # type: ignore[misc,operator]
-                  for t in done)
-    return {"trials": [{"number": t.number, "params": dict(t.params), "valid": t.value}
-                       for t in done],
-            "best": {"number": best.number, "params": dict(best.params), "valid": best.value,
-                     "tied_with": ties},
-            "seconds": round(seconds, 1)}
+    seconds = sum(
+        (t.datetime_complete - t.datetime_start).total_seconds()  # type: ignore[misc,operator]
+        for t in done
+    )
+    return {
+        "trials": [{"number": t.number, "params": dict(t.params), "valid": t.value} for t in done],
+        "best": {
+            "number": best.number,
+            "params": dict(best.params),
+            "valid": best.value,
+            "tied_with": ties,
+        },
+        "seconds": round(seconds, 1),
+    }
 
 
 def nested(params: dict) -> dict:
@@ -138,28 +157,42 @@ def written_by_search(recipe: Path) -> bool:
     return len(lines) > 1 and lines[1].startswith((MARK, LEGACY_MARK))
 
 
-def write_choice(dataset: str, model: str, result: dict, out: Path = OUT,
-                 recipes: Path = RECIPES) -> tuple[Path, Path]:
+def write_choice(
+    dataset: str, model: str, result: dict, out: Path = OUT, recipes: Path = RECIPES
+) -> tuple[Path, Path]:
     """Write the search summary and the recipe of the chosen settings; the paths written."""
     axes, budget, runs = grid(model)
     recipe = Path(recipes) / f"{dataset}_{model}.yaml"
     if recipe.exists() and not written_by_search(recipe):
-        raise SystemExit(f"error: {recipe} holds settings not written by the search (paper "
-                         "settings?); not overwritten")
+        raise SystemExit(
+            f"error: {recipe} holds settings not written by the search (paper "
+            "settings?); not overwritten"
+        )
     summary = Path(out) / dataset / f"{model}.json"
     best = result["best"]
-    write_json(summary, {"dataset": dataset, "model": model, "budget": budget,
-                         "runs_per_trial": runs, "objective": "mean validation accuracy",
-                         "grid": axes, **result, "measured_on": time.strftime("%Y-%m-%d"),
-                         "machine": machine()})
-    rel = summary.resolve().relative_to(REPO) if summary.resolve().is_relative_to(REPO) \
-        else summary
-    header = ("# @package _global_\n"
-              f"{MARK} (rerun it rather than edit this file).\n"
-              f"# {model} on {dataset}: the best of {budget} grid points of "
-              f"configs/experiment/baseline_search/{model}.yaml\n"
-              f"# by the mean validation score of {runs} runs ({best['valid']:.4f}, trial "
-              f"{best['number']}); every trial: {rel}\n")
+    write_json(
+        summary,
+        {
+            "dataset": dataset,
+            "model": model,
+            "budget": budget,
+            "runs_per_trial": runs,
+            "objective": "mean validation accuracy",
+            "grid": axes,
+            **result,
+            "measured_on": time.strftime("%Y-%m-%d"),
+            "machine": machine(),
+        },
+    )
+    rel = summary.resolve().relative_to(REPO) if summary.resolve().is_relative_to(REPO) else summary
+    header = (
+        "# @package _global_\n"
+        f"{MARK} (rerun it rather than edit this file).\n"
+        f"# {model} on {dataset}: the best of {budget} grid points of "
+        f"configs/experiment/baseline_search/{model}.yaml\n"
+        f"# by the mean validation score of {runs} runs ({best['valid']:.4f}, trial "
+        f"{best['number']}); every trial: {rel}\n"
+    )
     write_text(recipe, header + yaml.safe_dump(nested(best["params"]), sort_keys=True))
     return summary, recipe
 
@@ -167,12 +200,19 @@ def write_choice(dataset: str, model: str, result: dict, out: Path = OUT,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="e.g. cora")
-    parser.add_argument("--model", action="append", default=[],
-                        help="a baseline (repeatable); default: every baseline except dense_gat")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="a baseline (repeatable); default: every baseline except dense_gat",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads per trial")
     parser.add_argument("--out", default=None, help="default: reproduction/search/")
-    parser.add_argument("--collect-only", action="store_true",
-                        help="write the choices of the finished studies, run nothing")
+    parser.add_argument(
+        "--collect-only",
+        action="store_true",
+        help="write the choices of the finished studies, run nothing",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out or OUT).resolve()
     # Dense GAT costs ~18 min a run on one core for Cora (8 x 3 runs: 7 hours); ask for it
@@ -184,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.collect_only:
             code = run_study(args.dataset, model, out, args.threads)
             if processes.stopped_by(code) == signal.SIGTERM:  # being stopped: not the next
-                print(f"{model}: stopped by SIGTERM; run the same command again to continue",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{model}: stopped by SIGTERM; run the same command again to continue",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return code
         try:
             axes, budget, _ = grid(model)
@@ -195,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model}: {err}", file=sys.stderr, flush=True)
             continue
         summary, recipe = write_choice(args.dataset, model, result, out)
-        print(f"{model}: best valid {result['best']['valid']:.4f} with "
-              f"{result['best']['params']} -> {recipe}", flush=True)
+        print(
+            f"{model}: best valid {result['best']['valid']:.4f} with "
+            f"{result['best']['params']} -> {recipe}",
+            flush=True,
+        )
     return 1 if incomplete else 0

@@ -4,6 +4,7 @@ A cell is one experiment config under ``configs/experiment/paper/table<T>/`` (or
 ``configs/experiment/<T>/``); its status comes from its run directory
 (:mod:`difformer.runs.rundir`) and its committed record (:mod:`.records`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,29 +28,31 @@ def table_group(table: str) -> str:
     for name in (f"paper/table{table}", f"paper/{table}", table):
         if (EXPERIMENTS / name).is_dir():
             return name
-    known = sorted(str(p.parent.relative_to(EXPERIMENTS)) for p in EXPERIMENTS.rglob("*.yaml")
-                   if p.parent != EXPERIMENTS)
+    known = sorted(
+        str(p.parent.relative_to(EXPERIMENTS))
+        for p in EXPERIMENTS.rglob("*.yaml")
+        if p.parent != EXPERIMENTS
+    )
     raise SystemExit(f"error: unknown table {table!r}; allowed: {', '.join(sorted(set(known)))}")
 
 
 def compose_cell(experiment: str, extra: list[str]):
     register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return normalise(compose("train", overrides=[f"experiment={experiment}", *extra]),
-                         TASKS)
+        return normalise(compose("train", overrides=[f"experiment={experiment}", *extra]), TASKS)
 
 
 @dataclass
 class Cell:
-    experiment: str                     # e.g. paper/table1/cora_difformer_s
+    experiment: str  # e.g. paper/table1/cora_difformer_s
     directory: Path
     config_hash: str
     paper: dict
-    record: Path | None = None          # reproduction/results/<table>/<cell>.json
+    record: Path | None = None  # reproduction/results/<table>/<cell>.json
     overrides: list[str] = field(default_factory=list)  # --set options (part of config_hash)
-    status: str = "pending"             # done | pending | changed | unavailable | failed
+    status: str = "pending"  # done | pending | changed | unavailable | failed
     summary: dict | None = None
-    measured: str | None = None         # "<date>, <machine>" of a done cell's record
+    measured: str | None = None  # "<date>, <machine>" of a done cell's record
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -67,8 +70,7 @@ def refresh(cell: Cell) -> Cell:
     record, why = records.matching(cell.record, cell.config_hash)
     if state.state == "finished":
         cell.status, cell.summary = "done", state.summary
-        new = records.make_record(cell.name, cell.config_hash, state.summary or {},
-                                         cell.overrides)
+        new = records.make_record(cell.name, cell.config_hash, state.summary or {}, cell.overrides)
         if record is None or record["summary"] != new["summary"]:
             if cell.record is not None:
                 records.write_record(cell.record, new)
@@ -101,6 +103,9 @@ def plan(table: str, out_dir: Path, extra: list[str], records_dir: Path) -> list
         cfg = compose_cell(experiment, extra)
         paper = to_dict(cfg.get("paper"))
         record = records.record_path(records_dir, path.stem)
-        cells.append(refresh(Cell(experiment, out_dir / path.stem, config_hash(cfg), paper,
-                                  record, list(extra))))
+        cells.append(
+            refresh(
+                Cell(experiment, out_dir / path.stem, config_hash(cfg), paper, record, list(extra))
+            )
+        )
     return cells

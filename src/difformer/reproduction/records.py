@@ -10,6 +10,7 @@ A record counts only for the settings it was measured with: a cell whose resolve
 differently is run again (its record is replaced when the new run finishes). A run directory of
 the same settings takes precedence over the record.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,11 @@ def machine() -> str:
     """A one-line description of where this process runs, e.g. ``x86_64, 2 cores, torch 2.13.0``."""
     import torch
 
-    parts = [platform.machine() or "unknown cpu", f"{os.cpu_count()} cores",
-             f"torch {torch.__version__}"]
+    parts = [
+        platform.machine() or "unknown cpu",
+        f"{os.cpu_count()} cores",
+        f"torch {torch.__version__}",
+    ]
     if torch.cuda.is_available():
         parts.append(torch.cuda.get_device_name(0))
     return ", ".join(parts)
@@ -49,13 +53,23 @@ def read_record(path: Path) -> dict | None:
     return record if isinstance(record, dict) and "summary" in record else None
 
 
-def make_record(cell: str, settings_hash: str, summary: dict, overrides: Sequence[str] = (),
-                measured_on: str | None = None, where: str | None = None) -> dict:
+def make_record(
+    cell: str,
+    settings_hash: str,
+    summary: dict,
+    overrides: Sequence[str] = (),
+    measured_on: str | None = None,
+    where: str | None = None,
+) -> dict:
     """``overrides``: the ``--set`` options the cell ran with (they are part of its hash)."""
-    return {"cell": cell, "config_hash": settings_hash, "overrides": list(overrides),
-            "measured_on": measured_on or time.strftime("%Y-%m-%d"),
-            "machine": where or machine(),
-            "summary": kept(summary)}
+    return {
+        "cell": cell,
+        "config_hash": settings_hash,
+        "overrides": list(overrides),
+        "measured_on": measured_on or time.strftime("%Y-%m-%d"),
+        "machine": where or machine(),
+        "summary": kept(summary),
+    }
 
 
 def kept(summary: dict) -> dict:
@@ -69,8 +83,11 @@ def write_record(path: Path, record: dict) -> bool:
     """Write ``record`` atomically; False (and nothing written) when the file already holds the
     same measurement, so that re-reporting does not churn the committed files."""
     old = read_record(path)
-    if old is not None and old.get("config_hash") == record["config_hash"] \
-            and old.get("summary") == record["summary"]:
+    if (
+        old is not None
+        and old.get("config_hash") == record["config_hash"]
+        and old.get("summary") == record["summary"]
+    ):
         return False
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_json(Path(path), record)
@@ -84,6 +101,8 @@ def matching(path: Path | None, settings_hash: str) -> tuple[dict | None, str | 
         return None, None
     if record.get("config_hash") != settings_hash:
         sets = " ".join(f"--set {o}" for o in record.get("overrides") or [])
-        return None, (f"the result recorded on {record.get('measured_on')} is for other settings"
-                      + (f" ({sets})" if sets else ""))
+        return None, (
+            f"the result recorded on {record.get('measured_on')} is for other settings"
+            + (f" ({sets})" if sets else "")
+        )
     return record, None

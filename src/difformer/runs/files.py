@@ -1,4 +1,5 @@
 """Files a run writes: atomically where a crash must not leave a half-written file."""
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,9 @@ def read_jsonl(path: Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 class JsonlWriter:

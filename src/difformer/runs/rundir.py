@@ -10,6 +10,7 @@ States (:func:`read_state`):
 * ``changed``    -- files of an attempt with other settings: moved aside, never deleted;
 * ``empty``      -- nothing of ours.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,22 +25,35 @@ from ..config.core import TOKEN, config_hash
 from .files import write_json
 
 # Every file and folder a run writes into its directory.
-SUMMARY = "summary.json"          # the finished invocation's results
-STATUS = "status.json"            # running / finished / failed / interrupted / unavailable
-CONFIG = "config.yaml"            # the resolved settings (their hash names the attempt)
-METRICS = "metrics.jsonl"         # one line per evaluation
-METRICS_CSV = "metrics.csv"       # logger=csv
-TENSORBOARD = "tensorboard"       # logger=tensorboard
-CHECKPOINTS = "checkpoints"       # run<i>.pt (best weights) and run<i>_last.pt (resume state)
+SUMMARY = "summary.json"  # the finished invocation's results
+STATUS = "status.json"  # running / finished / failed / interrupted / unavailable
+CONFIG = "config.yaml"  # the resolved settings (their hash names the attempt)
+METRICS = "metrics.jsonl"  # one line per evaluation
+METRICS_CSV = "metrics.csv"  # logger=csv
+TENSORBOARD = "tensorboard"  # logger=tensorboard
+CHECKPOINTS = "checkpoints"  # run<i>.pt (best weights) and run<i>_last.pt (resume state)
 CURVES = "curves.png"
-EVAL = "eval.json"                # mode=eval
-INSPECT = "inspect.json"          # mode=inspect, with its figures:
+EVAL = "eval.json"  # mode=eval
+INSPECT = "inspect.json"  # mode=inspect, with its figures:
 INSPECT_PLOTS = ("energy.png", "attention_share.png", "class_attention.png", "heatmap.png")
 PROFILE = ("profile.txt", "profile_trace.json")  # trainer.profile_epochs
-WORKERS = "workers"               # trainer.parallel_runs: one folder per worker process
-JOB = "job.yaml"                  # a worker's settings (python -m difformer.worker)
-RUN_OUTPUTS = (SUMMARY, STATUS, METRICS, METRICS_CSV, CONFIG, CHECKPOINTS, EVAL, INSPECT,
-               CURVES, WORKERS, TENSORBOARD, *PROFILE, *INSPECT_PLOTS)
+WORKERS = "workers"  # trainer.parallel_runs: one folder per worker process
+JOB = "job.yaml"  # a worker's settings (python -m difformer.worker)
+RUN_OUTPUTS = (
+    SUMMARY,
+    STATUS,
+    METRICS,
+    METRICS_CSV,
+    CONFIG,
+    CHECKPOINTS,
+    EVAL,
+    INSPECT,
+    CURVES,
+    WORKERS,
+    TENSORBOARD,
+    *PROFILE,
+    *INSPECT_PLOTS,
+)
 # What Hydra writes into every run directory before our code runs: .hydra/ and an empty log.
 HYDRA_DIR = ".hydra"
 
@@ -76,7 +90,7 @@ def read_json(path: Path) -> dict | None:
 
 @dataclass
 class RunDirState:
-    state: str                  # finished | resumable | failed | unavailable | changed | empty
+    state: str  # finished | resumable | failed | unavailable | changed | empty
     summary: dict | None = None
     status: dict | None = None
 
@@ -84,8 +98,12 @@ class RunDirState:
 def last_checkpoints(run_dir: Path) -> list[Path]:
     """The run's last checkpoints, and those its parallel workers left (trainer.parallel_runs)."""
     run_dir = Path(run_dir)
-    return sorted([*run_dir.glob(f"{CHECKPOINTS}/run*_last.pt"),
-                   *run_dir.glob(f"{WORKERS}/*/{CHECKPOINTS}/run*_last.pt")])
+    return sorted(
+        [
+            *run_dir.glob(f"{CHECKPOINTS}/run*_last.pt"),
+            *run_dir.glob(f"{WORKERS}/*/{CHECKPOINTS}/run*_last.pt"),
+        ]
+    )
 
 
 def read_state(run_dir: Path, settings_hash: str) -> RunDirState:
@@ -127,7 +145,8 @@ def is_untouched(run_dir: Path) -> bool:
     run_dir = Path(run_dir)
     return run_dir.is_dir() and all(
         p.name == HYDRA_DIR or (p.suffix == ".log" and p.stat().st_size == 0)
-        for p in run_dir.iterdir())
+        for p in run_dir.iterdir()
+    )
 
 
 def remove_if_untouched(run_dir: Path) -> None:
@@ -137,6 +156,12 @@ def remove_if_untouched(run_dir: Path) -> None:
 
 
 def write_status(run_dir: Path, status: str, settings_hash: str | None, **fields) -> None:
-    write_json(Path(run_dir) / STATUS, {"status": status, "config_hash": settings_hash,
-                                               "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                               **fields})
+    write_json(
+        Path(run_dir) / STATUS,
+        {
+            "status": status,
+            "config_hash": settings_hash,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **fields,
+        },
+    )

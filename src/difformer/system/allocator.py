@@ -13,6 +13,7 @@ itself once with it when the variable asks for it; worker processes inherit it. 
 with the ``speed`` extra (``pip install 'difformer[speed]'``: the ``cmeel-mimalloc`` wheel), or
 from ``DIFFORMER_MIMALLOC=/path/to/libmimalloc.so``. Linux only.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,9 +41,11 @@ def mimalloc_library() -> Path:
         found = sorted(lib.glob("libmimalloc.so*"), key=lambda p: len(p.name))
         if found:
             return found[0]
-    raise AllocatorError(f"{VARIABLE}=mimalloc needs the library: pip install "
-                         "'difformer[speed]' (the cmeel-mimalloc wheel), or set "
-                         "DIFFORMER_MIMALLOC=/path/to/libmimalloc.so")
+    raise AllocatorError(
+        f"{VARIABLE}=mimalloc needs the library: pip install "
+        "'difformer[speed]' (the cmeel-mimalloc wheel), or set "
+        "DIFFORMER_MIMALLOC=/path/to/libmimalloc.so"
+    )
 
 
 def preloaded() -> bool:

@@ -7,6 +7,7 @@ invocation resumes it. Not passed on, the training went on with nobody waiting f
 is not passed on: a Ctrl-C in a terminal reaches the whole process group already, and a second
 one would make the child stop without its checkpoint.
 """
+
 from __future__ import annotations
 
 import signal
@@ -25,7 +26,6 @@ def call(cmd: list[str], **popen_kwargs) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
 
 
 def stopped_by(code: int) -> int | None:

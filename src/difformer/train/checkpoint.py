@@ -6,6 +6,7 @@ load with ``torch.load(weights_only=True)`` (no pickled code is ever executed):
 * ``checkpoints/run<i>_last.pt``: the run's resume state (:class:`RunState`), written during
   training and read back by a rerun into the same directory.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -22,15 +23,23 @@ FORMAT = "difformer-checkpoint"
 FORMAT_VERSION = 1
 OFFICIAL_FORMAT = "official-difformer-state-dict"
 # Keys every state_dict of the official DIFFormer class has (docs/protocols.md §2.5).
-OFFICIAL_KEYS = ("convs.0.Wk.weight", "convs.0.Wq.weight", "fcs.0.weight", "fcs.1.weight",
-                 "bns.0.weight")
+OFFICIAL_KEYS = (
+    "convs.0.Wk.weight",
+    "convs.0.Wq.weight",
+    "fcs.0.weight",
+    "fcs.1.weight",
+    "bns.0.weight",
+)
 
 
 def is_official_state_dict(obj) -> bool:
     """A released checkpoint of the authors: a bare state_dict of the official DIFFormer."""
-    return (isinstance(obj, dict) and bool(obj)
-            and all(isinstance(v, torch.Tensor) for v in obj.values())
-            and all(k in obj for k in OFFICIAL_KEYS))
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+        and all(k in obj for k in OFFICIAL_KEYS)
+    )
 
 
 class CheckpointError(ValueError):
@@ -49,9 +58,9 @@ class RunState:
     ``format``); ``finished`` runs also carry their ``record``."""
 
     run: int
-    epoch: int = -1                  # the last finished epoch
+    epoch: int = -1  # the last finished epoch
     finished: bool = False
-    stopped: bool = False            # early stopping ended the run at ``epoch``
+    stopped: bool = False  # early stopping ended the run at ``epoch``
     record: dict | None = None
     model: dict | None = None
     optimizer: dict | None = None
@@ -62,7 +71,7 @@ class RunState:
     best_state: dict | None = None
     last_finite: tuple | None = None
     rng: dict | None = None
-    seconds: float = 0.0             # training time of the attempts so far
+    seconds: float = 0.0  # training time of the attempts so far
 
     def to_dict(self) -> dict:
         return {"format": LAST_FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
@@ -84,23 +93,46 @@ def load_last(run_dir: Path, run: int) -> RunState | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise CheckpointError(f"cannot resume from {path}: {err}; move it away to start "
-                              "this run again") from err
+        raise CheckpointError(
+            f"cannot resume from {path}: {err}; move it away to start this run again"
+        ) from err
     if not isinstance(state, dict) or state.get("format") != LAST_FORMAT:
         raise CheckpointError(f"{path} is not a last checkpoint of this package")
     return RunState.from_dict(state)
 
 
-def make_checkpoint(*, state_dict, model_name, model_kwargs, dataset_config, data_fingerprint,
-                    split_fingerprint, run, seed, split_seed, metrics, config) -> dict:
+def make_checkpoint(
+    *,
+    state_dict,
+    model_name,
+    model_kwargs,
+    dataset_config,
+    data_fingerprint,
+    split_fingerprint,
+    run,
+    seed,
+    split_seed,
+    metrics,
+    config,
+) -> dict:
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": {"name": model_name, "kwargs": dict(model_kwargs)},
         "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
-        "dataset": {"config": dataset_config, "fingerprint": data_fingerprint,
-                    "split_fingerprint": split_fingerprint, "run": run, "split_seed": split_seed},
-        "metrics": metrics, "seed": seed, "run": run, "config": config,
+        "dataset": {
+            "config": dataset_config,
+            "fingerprint": data_fingerprint,
+            "split_fingerprint": split_fingerprint,
+            "run": run,
+            "split_seed": split_seed,
+        },
+        "metrics": metrics,
+        "seed": seed,
+        "run": run,
+        "config": config,
     }
 
 
@@ -113,9 +145,17 @@ def save_run_checkpoint(run_dir: Path, run: int, **fields) -> str:
 
 
 # What eval mode reads from one of our checkpoints.
-REQUIRED_FIELDS = ("model.name", "model.kwargs", "state_dict", "dataset.config",
-                   "dataset.fingerprint", "dataset.split_fingerprint", "dataset.run",
-                   "dataset.split_seed", "metrics.test")
+REQUIRED_FIELDS = (
+    "model.name",
+    "model.kwargs",
+    "state_dict",
+    "dataset.config",
+    "dataset.fingerprint",
+    "dataset.split_fingerprint",
+    "dataset.run",
+    "dataset.split_seed",
+    "metrics.test",
+)
 
 
 def missing_fields(ckpt: dict) -> list[str]:
@@ -141,36 +181,55 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
-        reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() \
+        reason = (
+            str(err).strip().splitlines()[0].split(". ")[0]
+            if str(err).strip()
             else type(err).__name__
-        if "central directory" in reason or "Invalid argument" in reason or \
-                isinstance(err, (EOFError, RuntimeError, OSError)):
-            raise CheckpointError(f"{path} is truncated or damaged ({path.stat().st_size} "
-                                  f"bytes): torch.load says: {reason}") from err
-        raise CheckpointError(f"cannot read checkpoint {path} with weights_only=True (no "
-                              f"pickled code is run): {reason}") from err
+        )
+        if (
+            "central directory" in reason
+            or "Invalid argument" in reason
+            or isinstance(err, (EOFError, RuntimeError, OSError))
+        ):
+            raise CheckpointError(
+                f"{path} is truncated or damaged ({path.stat().st_size} "
+                f"bytes): torch.load says: {reason}"
+            ) from err
+        raise CheckpointError(
+            f"cannot read checkpoint {path} with weights_only=True (no "
+            f"pickled code is run): {reason}"
+        ) from err
     if is_official_state_dict(ckpt):
         return {"format": OFFICIAL_FORMAT, "state_dict": dict(ckpt)}
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is neither a difformer checkpoint (no 'format': {FORMAT!r}) nor an "
-            f"official DIFFormer state_dict (keys {', '.join(OFFICIAL_KEYS)})")
+            f"official DIFFormer state_dict (keys {', '.join(OFFICIAL_KEYS)})"
+        )
     missing = missing_fields(ckpt)
     if missing:
-        raise CheckpointError(f"checkpoint {path} lacks the field(s) {', '.join(missing)}; "
-                              "it was not written by a complete run of this package")
+        raise CheckpointError(
+            f"checkpoint {path} lacks the field(s) {', '.join(missing)}; "
+            "it was not written by a complete run of this package"
+        )
     return ckpt
 
 
 def fingerprint_differences(recorded: dict, current: dict) -> list[str]:
-    return [f"{k}: checkpoint={recorded.get(k)!r} current={current.get(k)!r}"
-            for k in sorted(set(recorded) | set(current)) if recorded.get(k) != current.get(k)]
+    return [
+        f"{k}: checkpoint={recorded.get(k)!r} current={current.get(k)!r}"
+        for k in sorted(set(recorded) | set(current))
+        if recorded.get(k) != current.get(k)
+    ]
 
 
 def state_dict_differences(expected: dict, given: dict) -> list[str]:
     """Keys missing, unexpected, or of another shape, between a model and a checkpoint."""
     out = [f"missing {k} {tuple(v.shape)}" for k, v in expected.items() if k not in given]
     out += [f"unexpected {k} {tuple(v.shape)}" for k, v in given.items() if k not in expected]
-    out += [f"{k}: checkpoint {tuple(given[k].shape)} model {tuple(v.shape)}"
-            for k, v in expected.items() if k in given and given[k].shape != v.shape]
+    out += [
+        f"{k}: checkpoint {tuple(given[k].shape)} model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in given and given[k].shape != v.shape
+    ]
     return out

@@ -1,4 +1,5 @@
 """Pieces every trainer shares: seeding, devices, memory, aggregation over runs."""
+
 from __future__ import annotations
 
 import random

@@ -5,6 +5,7 @@ WORLD_SIZE and LOCAL_RANK set; each joins one process group (gloo on CPU, nccl o
 the same partition, trains its share of the chunks under DistributedDataParallel, and only rank
 0 evaluates, logs and writes files.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,11 @@ def env_world_size() -> int:
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else \
-        int(os.environ.get("RANK", "0"))
+    return (
+        dist.get_rank()
+        if dist.is_available() and dist.is_initialized()
+        else int(os.environ.get("RANK", "0"))
+    )
 
 
 def world_size() -> int:

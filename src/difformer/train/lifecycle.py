@@ -1,5 +1,6 @@
 """What keeps a run alive across real use: RNG states for an exact resume, signals that stop at
 an epoch boundary, the non-finite-loss guard, and progress lines off a terminal."""
+
 from __future__ import annotations
 
 import math
@@ -16,16 +17,23 @@ from ..runs.rundir import PROFILE
 
 # ---------------------------------------------------------------- RNG states
 
+
 def rng_state() -> dict:
     """torch (CPU and CUDA), numpy and python RNG states as tensors and plain numbers, so a
     last checkpoint stays loadable with ``weights_only=True``."""
     kind, keys, pos, has_gauss, gauss = cast(tuple, np.random.get_state())
     version, internal, gauss_next = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
-                       "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "python": {"version": version, "internal": list(internal),
-                        "gauss_next": gauss_next}}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -34,8 +42,9 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -43,6 +52,7 @@ def set_rng_state(state: dict) -> None:
 
 
 # ---------------------------------------------------------------- signals
+
 
 class Interrupted(Exception):
     """SIGTERM / SIGINT: the run stopped at an epoch boundary with its last checkpoint saved.
@@ -76,8 +86,11 @@ class GracefulStop:
             signal.signal(signum, signal.SIG_DFL)
             raise KeyboardInterrupt
         self.signum = signum
-        print(f"{signal.Signals(signum).name} received: stopping at the end of this epoch",
-              file=sys.stderr, flush=True)
+        print(
+            f"{signal.Signals(signum).name} received: stopping at the end of this epoch",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self):
         import threading
@@ -110,6 +123,7 @@ class GracefulStop:
 
 # ---------------------------------------------------------------- non-finite loss
 
+
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite: the run stops, no result is written."""
 
@@ -123,21 +137,36 @@ class FiniteGuard:
         if math.isfinite(loss):
             self.last = (epoch, loss)
             return
-        before = ("no finite loss before it" if self.last is None else
-                  f"last finite loss {self.last[1]:.6g} at epoch {self.last[0]}")
-        raise NonFiniteLoss(f"run {self.run}, epoch {epoch}: the training loss is {loss} "
-                            f"({before}); lower optim.lr or check the data")
+        before = (
+            "no finite loss before it"
+            if self.last is None
+            else f"last finite loss {self.last[1]:.6g} at epoch {self.last[0]}"
+        )
+        raise NonFiniteLoss(
+            f"run {self.run}, epoch {epoch}: the training loss is {loss} "
+            f"({before}); lower optim.lr or check the data"
+        )
 
 
 # ---------------------------------------------------------------- progress
+
 
 class Progress:
     """A tqdm bar on a terminal; off one (nohup, SLURM logs, sweeps), a heartbeat line every
     ``every_epochs`` epochs or ``every_seconds`` seconds: run, epoch, loss, valid, best,
     seconds per epoch and the time left for this run."""
 
-    def __init__(self, run: int, runs: int, epochs: int, first_epoch: int, enabled: bool,
-                 every_epochs: int | None, every_seconds: float | None, stream=None):
+    def __init__(
+        self,
+        run: int,
+        runs: int,
+        epochs: int,
+        first_epoch: int,
+        enabled: bool,
+        every_epochs: int | None,
+        every_seconds: float | None,
+        stream=None,
+    ):
         self.run, self.runs, self.epochs, self.first = run, runs, epochs, first_epoch
         self.every_epochs, self.every_seconds = every_epochs, every_seconds
         self.stream = stream or sys.stdout
@@ -155,8 +184,7 @@ class Progress:
             return (epoch + 1) % self.every_epochs == 0
         return time.time() - self.last_line >= (self.every_seconds or 0.0)
 
-    def epoch(self, epoch: int, loss: float, valid: float | None, best: float | None,
-              fmt) -> None:
+    def epoch(self, epoch: int, loss: float, valid: float | None, best: float | None, fmt) -> None:
         if self.bar is not None:
             post = {"loss": f"{loss:.4f}"}
             if valid is not None:
@@ -170,9 +198,12 @@ class Progress:
         per_epoch = (time.time() - self.start) / max(done, 1)
         left = per_epoch * (self.epochs - epoch - 1)
         scores = "" if valid is None else f" | valid {fmt(valid)} | best {fmt(best)}"
-        print(f"run {self.run + 1}/{self.runs} | epoch {epoch + 1}/{self.epochs} | loss "
-              f"{loss:.4f}{scores} | {per_epoch:.2f} s/epoch | ETA {left:.0f} s",
-              file=self.stream, flush=True)
+        print(
+            f"run {self.run + 1}/{self.runs} | epoch {epoch + 1}/{self.epochs} | loss "
+            f"{loss:.4f}{scores} | {per_epoch:.2f} s/epoch | ETA {left:.0f} s",
+            file=self.stream,
+            flush=True,
+        )
         self.last_line = time.time()
 
     def step(self, epoch: int):
@@ -182,9 +213,14 @@ class Progress:
 
         def report(step: int, steps: int) -> None:
             if time.time() - self.last_line >= (self.every_seconds or 0.0) and step < steps:
-                print(f"run {self.run + 1}/{self.runs} | epoch {epoch + 1}/{self.epochs} | "
-                      f"step {step}/{steps}", file=self.stream, flush=True)
+                print(
+                    f"run {self.run + 1}/{self.runs} | epoch {epoch + 1}/{self.epochs} | "
+                    f"step {step}/{steps}",
+                    file=self.stream,
+                    flush=True,
+                )
                 self.last_line = time.time()
+
         return report
 
     def close(self) -> None:
@@ -193,6 +229,7 @@ class Progress:
 
 
 # ---------------------------------------------------------------- profiling
+
 
 class Profiler:
     """``trainer.profile_epochs=K``: torch.profiler over the first K epochs of run 0; writes
@@ -222,6 +259,9 @@ class Profiler:
         self.active.export_chrome_trace(str(self.run_dir / PROFILE[1]))
         table = self.active.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
         (self.run_dir / PROFILE[0]).write_text(table + "\n")
-        print(f"profile of {self.epochs} epoch(s): {self.run_dir / PROFILE[0]}, "
-              f"{self.run_dir / PROFILE[1]}", flush=True)
+        print(
+            f"profile of {self.epochs} epoch(s): {self.run_dir / PROFILE[0]}, "
+            f"{self.run_dir / PROFILE[1]}",
+            flush=True,
+        )
         self.active, self.epochs = None, None

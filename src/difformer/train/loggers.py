@@ -1,6 +1,7 @@
 """Run logging: metrics.jsonl always; metrics.csv, TensorBoard and Weights & Biases on request
 (``logger=[csv,tensorboard,wandb]``, any subset). Each seed is its own curve from epoch 0: one
 TensorBoard folder and one W&B run per seed, W&B runs grouped by job (or sweep)."""
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,11 @@ from ..runs.files import JsonlWriter, read_jsonl, write_text
 
 
 def _scalars(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in ("run", "epoch")
-            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        k: v
+        for k, v in record.items()
+        if k not in ("run", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 class CsvLog:
@@ -50,8 +54,11 @@ def plot_curves(jsonl_path: Path, out: Path, metric: str = "score") -> None:
     runs = sorted({r.get("run", 0) for r in records})
     for ax, key in zip(axes[0], panels):
         for run in runs:
-            points = [(r["epoch"], r[key]) for r in records if r.get("run", 0) == run
-                      and isinstance(r.get(key), (int, float))]
+            points = [
+                (r["epoch"], r[key])
+                for r in records
+                if r.get("run", 0) == run and isinstance(r.get(key), (int, float))
+            ]
             if points:
                 ax.plot(*zip(*points), label=f"run {run}", linewidth=1)
         ax.set_xlabel("epoch")
@@ -68,10 +75,13 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
-            raise ImportError("logger=tensorboard needs TensorBoard: pip install "
-                              "'difformer[tensorboard]' (or pip install tensorboard)") from err
-        self.make = lambda run: SummaryWriter(log_dir=str(Path(run_dir) / rundir.TENSORBOARD /
-                                                          f"run{run}"))
+            raise ImportError(
+                "logger=tensorboard needs TensorBoard: pip install "
+                "'difformer[tensorboard]' (or pip install tensorboard)"
+            ) from err
+        self.make = lambda run: SummaryWriter(
+            log_dir=str(Path(run_dir) / rundir.TENSORBOARD / f"run{run}")
+        )
         self.writers: dict[int, Any] = {}
 
     def log(self, record: dict) -> None:
@@ -96,8 +106,10 @@ class WandbLog:
         try:
             import wandb  # an extra: only this logger needs it
         except ImportError as err:
-            raise ImportError("logger=wandb needs Weights & Biases: pip install "
-                              "'difformer[wandb]' (or pip install wandb)") from err
+            raise ImportError(
+                "logger=wandb needs Weights & Biases: pip install "
+                "'difformer[wandb]' (or pip install wandb)"
+            ) from err
         self.wandb, self.options, self.config = wandb, options, config
         self.run_dir = Path(run_dir)
         self.mode: Any = os.environ.get("WANDB_MODE") or options.get("mode")
@@ -117,10 +129,16 @@ class WandbLog:
         if run != self.current_index:
             self.end()
             self.current = self.wandb.init(
-                project=self.options.get("project"), entity=self.options.get("entity"),
-                group=self.group, job_type="train", mode=self.mode, dir=str(self.run_dir),
-                name=f"{self.run_dir.name}-run{run}", config={**self.config, "run": run},
-                reinit="finish_previous")
+                project=self.options.get("project"),
+                entity=self.options.get("entity"),
+                group=self.group,
+                job_type="train",
+                mode=self.mode,
+                dir=str(self.run_dir),
+                name=f"{self.run_dir.name}-run{run}",
+                config={**self.config, "run": run},
+                reinit="finish_previous",
+            )
             self.current_index = run
         self.current.log(_scalars(record), step=record.get("epoch", 0))
 
@@ -128,12 +146,15 @@ class WandbLog:
         if self.current is None:
             return
         # the selected epoch's scores as best_*: W&B's own summary keeps the last logged values
-        self.current.summary.update({(k if k in ("run", "seed", "best_epoch") else f"best_{k}"): v
-                                     for k, v in record.items()
-                                     if isinstance(v, (int, float)) and k != "seconds"})
+        self.current.summary.update(
+            {
+                (k if k in ("run", "seed", "best_epoch") else f"best_{k}"): v
+                for k, v in record.items()
+                if isinstance(v, (int, float)) and k != "seconds"
+            }
+        )
         if self.options.get("log_checkpoints") and record.get("checkpoint"):
-            artifact = self.wandb.Artifact(f"{self.run_dir.name}-run{record['run']}",
-                                           type="model")
+            artifact = self.wandb.Artifact(f"{self.run_dir.name}-run{record['run']}", type="model")
             artifact.add_file(record["checkpoint"])
             self.current.log_artifact(artifact)
         self.end()
@@ -149,12 +170,16 @@ class RunLogger:
         self.jsonl = JsonlWriter(Path(run_dir) / rundir.METRICS)
         options = dict(logger_cfg) if logger_cfg is not None else {}
         jsonl = options.get("jsonl") or {}
-        self.curves = Path(run_dir) / rundir.CURVES \
-            if str(jsonl.get("curves", True)).lower() in ("true", "1", "yes") else None
+        self.curves = (
+            Path(run_dir) / rundir.CURVES
+            if str(jsonl.get("curves", True)).lower() in ("true", "1", "yes")
+            else None
+        )
         self.csv = CsvLog(run_dir, self.jsonl.path) if "csv" in options else None
         self.tensorboard = TensorBoardLog(run_dir) if "tensorboard" in options else None
-        self.wandb = WandbLog(run_dir, dict(options["wandb"] or {}), config) \
-            if "wandb" in options else None
+        self.wandb = (
+            WandbLog(run_dir, dict(options["wandb"] or {}), config) if "wandb" in options else None
+        )
 
     def log(self, record: dict) -> None:
         self.jsonl.write(record)
@@ -165,8 +190,11 @@ class RunLogger:
     def truncate(self, run: int, epoch: int) -> None:
         """Forget what an interrupted attempt logged for ``run`` after ``epoch`` (a resume
         logs those epochs again; TensorBoard keeps its events, newer ones win in its view)."""
-        self.jsonl.keep(lambda r: r.get("run", 0) < run or
-                        (r.get("run", 0) == run and r.get("epoch", 0) <= epoch))
+        self.jsonl.keep(
+            lambda r: (
+                r.get("run", 0) < run or (r.get("run", 0) == run and r.get("epoch", 0) <= epoch)
+            )
+        )
 
     def run_finished(self, record: dict) -> None:
         if self.wandb is not None:

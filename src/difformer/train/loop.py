@@ -15,6 +15,7 @@ continues bit for bit on CPU.
 Under torchrun (mini-batch only) every rank trains its share of each epoch's chunks through
 DistributedDataParallel; rank 0 alone evaluates, logs and writes checkpoints.
 """
+
 from __future__ import annotations
 
 import time
@@ -47,16 +48,21 @@ def copy_state(module) -> dict:
 class RunLoop:
     """Trains ``settings.trainer.runs`` runs of ``task`` into ``run_dir``."""
 
-    def __init__(self, task, settings, run_dir: Path, logger, device: torch.device,
-                 data_fingerprint: dict):
+    def __init__(
+        self, task, settings, run_dir: Path, logger, device: torch.device, data_fingerprint: dict
+    ):
         self.task, self.settings, self.trainer = task, settings, settings.trainer
         self.run_dir, self.logger, self.device = Path(run_dir), logger, device
         self.data_fingerprint = data_fingerprint
         self.lead = distributed.rank() == 0
         in_channels, out_channels = task.channels()
         # graph tasks describe their features to the model (node_input, edge_input, ...)
-        self.model_kwargs = {"in_channels": in_channels, "out_channels": out_channels,
-                             **task.model_inputs(), **settings.model_kwargs}
+        self.model_kwargs = {
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            **task.model_inputs(),
+            **settings.model_kwargs,
+        }
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.task.higher_is_better else a < b
@@ -106,14 +112,25 @@ class TrainingRun:
             keep_eager_under_compile()
             trained = torch.compile(trained)
         self.model = model
-        self.optimizer = adam(model.parameters(), loop.settings.lr, loop.settings.weight_decay) \
-            if self.trainable else None
-        self.runner = task.epoch_runner(trained, self.optimizer, self.split, self.run) \
-            if self.trainable else None
-        self.scheduler = None if self.optimizer is None or loop.settings.plateau is None else \
-            torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode="max" if task.higher_is_better else "min",
-                **loop.settings.plateau)
+        self.optimizer = (
+            adam(model.parameters(), loop.settings.lr, loop.settings.weight_decay)
+            if self.trainable
+            else None
+        )
+        self.runner = (
+            task.epoch_runner(trained, self.optimizer, self.split, self.run)
+            if self.trainable
+            else None
+        )
+        self.scheduler = (
+            None
+            if self.optimizer is None or loop.settings.plateau is None
+            else torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer,
+                mode="max" if task.higher_is_better else "min",
+                **loop.settings.plateau,
+            )
+        )
         self.stopper = task.early_stopping()
         if loop.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(loop.device)
@@ -121,8 +138,13 @@ class TrainingRun:
 
     def parts(self) -> dict:
         """The objects whose state a resume restores, by their RunState field."""
-        return {"model": self.model, "optimizer": self.optimizer, "runner": self.runner,
-                "stopper": self.stopper, "scheduler": self.scheduler}
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "runner": self.runner,
+            "stopper": self.stopper,
+            "scheduler": self.scheduler,
+        }
 
     def restore(self, last: RunState) -> None:
         for name, part in self.parts().items():
@@ -133,8 +155,11 @@ class TrainingRun:
         if last.rng is not None:
             set_rng_state(last.rng)
         if self.loop.lead:
-            print(f"run {self.run}: resuming after epoch {last.epoch} from "
-                  f"{rundir.last_checkpoint(self.loop.run_dir, self.run)}", flush=True)
+            print(
+                f"run {self.run}: resuming after epoch {last.epoch} from "
+                f"{rundir.last_checkpoint(self.loop.run_dir, self.run)}",
+                flush=True,
+            )
 
     def save_last(self, epoch: int, finished: bool = False, record: dict | None = None) -> None:
         if not (self.loop.lead and self.trainer.save_checkpoints):
@@ -142,8 +167,11 @@ class TrainingRun:
         s = self.state
         s.epoch, s.finished, s.record = epoch, finished, record
         for name, part in self.parts().items():
-            state = None if part is None else (copy_state(part) if name == "model"
-                                               else part.state_dict())
+            state = (
+                None
+                if part is None
+                else (copy_state(part) if name == "model" else part.state_dict())
+            )
             setattr(s, name, state)
         s.last_finite, s.rng = self.guard.last, rng_state()
         seconds = s.seconds
@@ -157,10 +185,19 @@ class TrainingRun:
         self.loop.logger.truncate(self.run, first_epoch - 1)
         epochs = self.trainer.epochs if self.trainable else 1
         lead = self.loop.lead
-        progress = Progress(self.run, self.trainer.runs, epochs, first_epoch,
-                            lead and self.trainer.progress, *self.trainer.log_every)
-        profiler = Profiler(self.loop.run_dir, self.trainer.profile_epochs
-                            if self.run == 0 and lead else None, self.loop.device)
+        progress = Progress(
+            self.run,
+            self.trainer.runs,
+            epochs,
+            first_epoch,
+            lead and self.trainer.progress,
+            *self.trainer.log_every,
+        )
+        profiler = Profiler(
+            self.loop.run_dir,
+            self.trainer.profile_epochs if self.run == 0 and lead else None,
+            self.loop.device,
+        )
         epoch = first_epoch - 1
         try:
             for epoch in range(first_epoch, epochs if not self.state.stopped else first_epoch):
@@ -187,9 +224,16 @@ class TrainingRun:
         if self.loop.lead and self.task.evaluates_at(epoch, epochs):
             scores = self.task.evaluate(model, self.split)
             valid = scores["valid"]
-            self.loop.logger.log({"run": self.run, "epoch": epoch, "loss": loss, **scores,
-                                  "seconds": time.time() - t0,
-                                  "peak_memory_mb": peak_memory_mb(self.loop.device)})
+            self.loop.logger.log(
+                {
+                    "run": self.run,
+                    "epoch": epoch,
+                    "loss": loss,
+                    **scores,
+                    "seconds": time.time() - t0,
+                    "peak_memory_mb": peak_memory_mb(self.loop.device),
+                }
+            )
             improved = state.best is None or self.loop.better(valid, state.best["valid"])
             if improved:
                 state.best = {"epoch": epoch, **scores}
@@ -198,43 +242,57 @@ class TrainingRun:
                 self.scheduler.step(valid)
             if self.stopper is not None and self.stopper.step(improved):
                 state.stopped = True
-        progress.epoch(epoch, loss, valid, None if state.best is None else state.best["valid"],
-                       self.task.fmt)
+        progress.epoch(
+            epoch, loss, valid, None if state.best is None else state.best["valid"], self.task.fmt
+        )
         self.checkpoint_if_due(epoch, epochs)
 
     def checkpoint_if_due(self, epoch: int, epochs: int) -> None:
         trainer, stop = self.trainer, self.stop
-        due = (trainer.checkpoint_every is not None
-               and (epoch + 1) % trainer.checkpoint_every == 0) or (
+        due = (
+            trainer.checkpoint_every is not None and (epoch + 1) % trainer.checkpoint_every == 0
+        ) or (
             trainer.checkpoint_every is None
-            and time.time() - self.saved_at >= trainer.checkpoint_seconds)
+            and time.time() - self.saved_at >= trainer.checkpoint_seconds
+        )
         if stop.requested or (due and not self.state.stopped and epoch < epochs - 1):
             self.save_last(epoch)
             self.saved_at = time.time()
         if stop.requested:
-            raise Interrupted(stop.signum, f"in run {self.run}, after epoch {epoch}",
-                              stop.forward())
+            raise Interrupted(
+                stop.signum, f"in run {self.run}, after epoch {epoch}", stop.forward()
+            )
 
     def finish(self, epoch: int) -> dict:
         """The run's record, its best checkpoint and its finished last checkpoint."""
         loop, task, s, state = self.loop, self.task, self.loop.settings, self.state
         assert state.best is not None, "every run evaluates at least once"
         # seed and split identify a run: aggregation counts each (seed, split) once
-        record = {"run": self.run, "seed": s.seed + self.run,
-                  "split_fingerprint": task.split_fingerprint(self.split),
-                  "best_epoch": state.best["epoch"]}
+        record = {
+            "run": self.run,
+            "seed": s.seed + self.run,
+            "split_fingerprint": task.split_fingerprint(self.split),
+            "best_epoch": state.best["epoch"],
+        }
         if self.stopper is not None:
             record["epochs_run"] = epoch + 1
         record.update(task.finish_run(self.model, state.best, state.best_state, self.split))
         record["seconds"] = state.seconds + time.time() - self.started
         if self.trainer.save_checkpoints:
             record["checkpoint"] = save_run_checkpoint(
-                loop.run_dir, self.run, state_dict=state.best_state, model_name=s.model_name,
-                model_kwargs=loop.model_kwargs, dataset_config=s.dataset_config,
+                loop.run_dir,
+                self.run,
+                state_dict=state.best_state,
+                model_name=s.model_name,
+                model_kwargs=loop.model_kwargs,
+                dataset_config=s.dataset_config,
                 data_fingerprint=loop.data_fingerprint,
-                split_fingerprint=task.split_fingerprint(self.split), seed=s.seed + self.run,
-                split_seed=s.split_seed, metrics=task.checkpoint_metrics(record),
-                config=s.config)
+                split_fingerprint=task.split_fingerprint(self.split),
+                seed=s.seed + self.run,
+                split_seed=s.split_seed,
+                metrics=task.checkpoint_metrics(record),
+                config=s.config,
+            )
         self.save_last(epoch, finished=True, record=record)
         loop.logger.run_finished(record)
         print(task.run_line(record), flush=True)

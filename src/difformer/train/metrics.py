@@ -1,4 +1,5 @@
 """Losses and metrics, looked up by the names a DatasetSpec carries."""
+
 from __future__ import annotations
 
 import functools
@@ -23,8 +24,9 @@ def rocauc(logits: Tensor, y: Tensor) -> float:
     if y.numel() == 0 or y.unique().numel() < 2:
         return float("nan")
     if logits.shape[-1] != 2:
-        raise ValueError(f"rocauc needs 2 output classes, got logits of shape "
-                         f"{tuple(logits.shape)}")
+        raise ValueError(
+            f"rocauc needs 2 output classes, got logits of shape {tuple(logits.shape)}"
+        )
     score = torch.softmax(logits.float(), dim=-1)[:, 1]
     return float(roc_auc_score(y.cpu().numpy(), score.cpu().numpy()))
 
@@ -42,8 +44,11 @@ def rocauc_ogb(logits: Tensor, y: Tensor) -> float:
     one class only in the evaluated nodes are skipped, as in the official code)."""
     if y.numel() == 0:
         return float("nan")
-    return float(_ogb_evaluator("ogbn-proteins").eval(
-        {"y_true": y.cpu(), "y_pred": logits.float().cpu()})["rocauc"])
+    return float(
+        _ogb_evaluator("ogbn-proteins").eval({"y_true": y.cpu(), "y_pred": logits.float().cpu()})[
+            "rocauc"
+        ]
+    )
 
 
 def bce(logits: Tensor, y: Tensor) -> Tensor:
@@ -84,11 +89,16 @@ def _ogbg_evaluator(name: str):
 
 def ogbg_metric(name: str, key: str):
     """The ogb graph-property Evaluator of ``name`` (NaN labels are skipped by ogb)."""
+
     def fn(pred: Tensor, y: Tensor) -> float:
         if y.numel() == 0:
             return float("nan")
-        return float(_ogbg_evaluator(name).eval(
-            {"y_true": y.float().cpu().numpy(), "y_pred": pred.float().cpu().numpy()})[key])
+        return float(
+            _ogbg_evaluator(name).eval(
+                {"y_true": y.float().cpu().numpy(), "y_pred": pred.float().cpu().numpy()}
+            )[key]
+        )
+
     fn.__name__ = f"{key}_{name}"
     return fn
 
@@ -126,16 +136,34 @@ def l1(pred: Tensor, y: Tensor) -> Tensor:
     return F.l1_loss(pred.reshape(-1), y.reshape(-1).to(pred.dtype))
 
 
-METRICS = {"accuracy": accuracy, "rocauc": rocauc, "rocauc_ogb": rocauc_ogb, "mse": node_mse,
-           "rocauc_molhiv": ogbg_metric("ogbg-molhiv", "rocauc"),
-           "ap_molpcba": ogbg_metric("ogbg-molpcba", "ap"),
-           "rocauc_multitask": rocauc_multitask, "mae": mae}
-HIGHER_IS_BETTER = {"accuracy": True, "rocauc": True, "rocauc_ogb": True, "mse": False,
-                    "rocauc_molhiv": True, "ap_molpcba": True, "rocauc_multitask": True,
-                    "mae": False}
+METRICS = {
+    "accuracy": accuracy,
+    "rocauc": rocauc,
+    "rocauc_ogb": rocauc_ogb,
+    "mse": node_mse,
+    "rocauc_molhiv": ogbg_metric("ogbg-molhiv", "rocauc"),
+    "ap_molpcba": ogbg_metric("ogbg-molpcba", "ap"),
+    "rocauc_multitask": rocauc_multitask,
+    "mae": mae,
+}
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "rocauc": True,
+    "rocauc_ogb": True,
+    "mse": False,
+    "rocauc_molhiv": True,
+    "ap_molpcba": True,
+    "rocauc_multitask": True,
+    "mae": False,
+}
 ERROR_METRICS = tuple(m for m, higher in HIGHER_IS_BETTER.items() if not higher)
-LOSSES = {"cross_entropy": cross_entropy, "bce": bce, "mse": mse_standard,
-          "bce_masked": bce_masked, "l1": l1}
+LOSSES = {
+    "cross_entropy": cross_entropy,
+    "bce": bce,
+    "mse": mse_standard,
+    "bce_masked": bce_masked,
+    "l1": l1,
+}
 MSE = {"paper": mse_paper, "standard": mse_standard}
 
 
@@ -148,17 +176,23 @@ def with_auxiliary_loss(model, loss: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, x, edge_index, y, split, metric: str, loss: str,
-             chunk_size: int | None = None) -> dict:
+def evaluate(
+    model, x, edge_index, y, split, metric: str, loss: str, chunk_size: int | None = None
+) -> dict:
     """One eval-mode full-graph forward (streamed in ``chunk_size`` rows by the model's
     ``inference`` when given); metric on train/valid/test and the valid loss."""
     model.eval()
     if hasattr(model, "set_labels"):  # models that read the train labels (label propagation)
         model.set_labels(y, split.train)
-    logits = model(x, edge_index) if chunk_size is None else \
-        model.inference(x, edge_index, chunk_size=chunk_size)
+    logits = (
+        model(x, edge_index)
+        if chunk_size is None
+        else model.inference(x, edge_index, chunk_size=chunk_size)
+    )
     fn = METRICS[metric]
-    return {"train": fn(logits[split.train], y[split.train]),
-            "valid": fn(logits[split.valid], y[split.valid]),
-            "test": fn(logits[split.test], y[split.test]),
-            "valid_loss": LOSSES[loss](logits[split.valid], y[split.valid]).item()}
+    return {
+        "train": fn(logits[split.train], y[split.train]),
+        "valid": fn(logits[split.valid], y[split.valid]),
+        "test": fn(logits[split.test], y[split.test]),
+        "valid_loss": LOSSES[loss](logits[split.valid], y[split.valid]).item(),
+    }

@@ -10,6 +10,7 @@ sorted order instead, silently pairing nodes with the wrong features (docs/proto
 Here a node's local index *is* its position in the chunk, so the features ``x[chunk]`` match the
 relabelled edges by construction, and all chunks of an epoch come from one O(E) pass.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,9 @@ from torch import Tensor
 from .metrics import with_auxiliary_loss
 
 
-def partition_subgraphs(edge_index: Tensor, perm: Tensor, batch_size: int
-                        ) -> list[tuple[Tensor, Tensor]]:
+def partition_subgraphs(
+    edge_index: Tensor, perm: Tensor, batch_size: int
+) -> list[tuple[Tensor, Tensor]]:
     """Cut ``perm`` into chunks of ``batch_size`` and return, per chunk, (global node ids,
     edge_index of the induced subgraph relabelled to positions in the chunk)."""
     if batch_size < 1:
@@ -30,8 +32,9 @@ def partition_subgraphs(edge_index: Tensor, perm: Tensor, batch_size: int
     position[perm] = torch.arange(n, device=perm.device)
     # The two random gathers over all E edges dominate; the smallest id dtype keeps the
     # lookup table in cache (1.6 MB for Pokec with uint8 instead of 13 MB with int64).
-    small = (torch.uint8 if num_chunks <= 256 else torch.int16 if num_chunks <= 32768
-             else torch.int32)
+    small = (
+        torch.uint8 if num_chunks <= 256 else torch.int16 if num_chunks <= 32768 else torch.int32
+    )
     chunk = (position // batch_size).to(small)
     src, dst = edge_index
     keep = chunk[src] == chunk[dst]
@@ -62,10 +65,22 @@ class RandomPartitionStep:
     without train nodes are skipped (identically on all ranks).
     """
 
-    def __init__(self, x: Tensor, y: Tensor, edge_index: Tensor, train_idx: Tensor,
-                 batch_size: int, loss_fn, device: torch.device, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, autocast_dtype: torch.dtype | None = None,
-                 model=None, optimizer=None):
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        edge_index: Tensor,
+        train_idx: Tensor,
+        batch_size: int,
+        loss_fn,
+        device: torch.device,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        autocast_dtype: torch.dtype | None = None,
+        model=None,
+        optimizer=None,
+    ):
         # The graph stays where it is (CPU for large graphs); chunks move to the device.
         self.x, self.y, self.edge_index = x, y, edge_index
         self.is_train = torch.zeros(x.shape[0], dtype=torch.bool)
@@ -79,9 +94,11 @@ class RandomPartitionStep:
     def chunks(self) -> list[tuple[Tensor, Tensor]]:
         """This epoch's chunks that hold train nodes, in order (advances the generator)."""
         perm = torch.randperm(self.x.shape[0], generator=self.generator)
-        return [(nodes, edges) for nodes, edges in
-                partition_subgraphs(self.edge_index, perm, self.batch_size)
-                if bool(self.is_train[nodes].any())]
+        return [
+            (nodes, edges)
+            for nodes, edges in partition_subgraphs(self.edge_index, perm, self.batch_size)
+            if bool(self.is_train[nodes].any())
+        ]
 
     def state_dict(self) -> dict:
         """What a resumed run needs to draw the same partitions: the generator's state."""
@@ -104,11 +121,13 @@ class RandomPartitionStep:
             nodes, edges = chunks[index]
             mask = self.is_train[nodes]
             optimizer.zero_grad()
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype,
-                                enabled=self.autocast_dtype is not None):
+            with torch.autocast(
+                self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+            ):
                 out = model(self.x[nodes].to(self.device), edges.to(self.device))
-                loss = self.loss_fn(out[mask.to(self.device)].float(),
-                                    self.y[nodes][mask].to(self.device))
+                loss = self.loss_fn(
+                    out[mask.to(self.device)].float(), self.y[nodes][mask].to(self.device)
+                )
             with_auxiliary_loss(model, loss).backward()
             optimizer.step()
             total += loss.item() * int(mask.sum())

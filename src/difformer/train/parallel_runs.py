@@ -15,6 +15,7 @@ SIGTERM/SIGINT to this process is passed on to the workers, which stop at the en
 epoch with their last checkpoint saved; running the same command again resumes each of them.
 CPU only: on a GPU one process drives the device (the runs are launch-bound there).
 """
+
 from __future__ import annotations
 
 import copy
@@ -81,19 +82,22 @@ class Workers:
     (imports and loading, ~4 s each) overlaps the parent's instead of following it. Empty when
     at most one run is pending (the parent trains it itself)."""
 
-    def __init__(self, config: dict, run_dir: Path, runs: int, parallel_runs: int,
-                 threads: int | None = None):
+    def __init__(
+        self, config: dict, run_dir: Path, runs: int, parallel_runs: int, threads: int | None = None
+    ):
         self.run_dir, self.runs = Path(run_dir), runs
         self.pending = pending_runs(self.run_dir, runs)
-        groups = [[r for r in self.pending if r % parallel_runs == k]
-                  for k in range(parallel_runs)]
+        groups = [[r for r in self.pending if r % parallel_runs == k] for k in range(parallel_runs)]
         self.groups = {k: g for k, g in enumerate(groups) if g}
         self.procs, self.stop = {}, None
         if len(self.groups) <= 1:
             self.groups = {}
             return
-        cores = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                            else os.cpu_count() or 1)
+        cores = threads or (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
         per_worker = max(1, cores // len(self.groups))
         # from the first worker on, a signal is passed on to all (by finish)
         self.stop = GracefulStop().__enter__()
@@ -104,11 +108,15 @@ class Workers:
                 job = worker_config(config, run_ids, per_worker)
                 write_text(wdir / rundir.JOB, OmegaConf.to_yaml(job))
                 hand_over(self.run_dir, wdir, run_ids, job)
-                print(f"worker {k}: runs {', '.join(map(str, run_ids))} with {per_worker} "
-                      f"thread(s) in {wdir}", flush=True)
+                print(
+                    f"worker {k}: runs {', '.join(map(str, run_ids))} with {per_worker} "
+                    f"thread(s) in {wdir}",
+                    flush=True,
+                )
                 self.procs[k] = subprocess.Popen(
                     [sys.executable, "-m", "difformer.worker", str(wdir)],
-                    env={**os.environ, "OMP_NUM_THREADS": str(per_worker)})
+                    env={**os.environ, "OMP_NUM_THREADS": str(per_worker)},
+                )
         except BaseException:
             self.abort()
             raise
@@ -141,20 +149,25 @@ class Workers:
         run_dir, groups = self.run_dir, self.groups
         # a worker's files say whether its runs finished (it may have been stopped after its
         # last)
-        unfinished = {k: c for k, c in codes.items()
-                      if set(pending_runs(worker_dir(run_dir, k), self.runs)) & set(groups[k])}
+        unfinished = {
+            k: c
+            for k, c in codes.items()
+            if set(pending_runs(worker_dir(run_dir, k), self.runs)) & set(groups[k])
+        }
         if unfinished:
             signals = [stopped_by(code) for code in unfinished.values()]
             if all(signals):
-                raise Interrupted(int(signals[0] or 0),
-                                  f"in worker(s) {', '.join(map(str, sorted(unfinished)))}")
+                raise Interrupted(
+                    int(signals[0] or 0), f"in worker(s) {', '.join(map(str, sorted(unfinished)))}"
+                )
             k, code = next((k, c) for k, c in sorted(unfinished.items()) if not stopped_by(c))
-            raise RuntimeError(f"worker {k} (runs {', '.join(map(str, groups[k]))}) exited "
-                               f"with code {code}; its files are in {worker_dir(run_dir, k)} "
-                               "(the other workers' finished runs are kept; run again to "
-                               "continue)")
-        collect({worker_dir(run_dir, k): run_ids for k, run_ids in groups.items()}, run_dir,
-                logger)
+            raise RuntimeError(
+                f"worker {k} (runs {', '.join(map(str, groups[k]))}) exited "
+                f"with code {code}; its files are in {worker_dir(run_dir, k)} "
+                "(the other workers' finished runs are kept; run again to "
+                "continue)"
+            )
+        collect({worker_dir(run_dir, k): run_ids for k, run_ids in groups.items()}, run_dir, logger)
         try:
             (run_dir / rundir.WORKERS).rmdir()
         except OSError:  # not empty: a user's file, or a worker of another parallel_runs
@@ -202,8 +215,12 @@ def collect(workers: dict, run_dir: Path, logger) -> None:
     lines first, in run order, then each run's best and last checkpoint (the last one marks
     the run finished, so it goes last)."""
     trained = {run for run_ids in workers.values() for run in run_ids}
-    lines = [r for wdir, run_ids in workers.items()
-             for r in read_jsonl(wdir / rundir.METRICS) if r.get("run") in run_ids]
+    lines = [
+        r
+        for wdir, run_ids in workers.items()
+        for r in read_jsonl(wdir / rundir.METRICS)
+        if r.get("run") in run_ids
+    ]
     logger.jsonl.keep(lambda r: r.get("run", 0) not in trained)
     for record in sorted(lines, key=lambda r: (r["run"], r.get("epoch", 0))):
         logger.log(record)

@@ -8,6 +8,7 @@ the study's total: trials already finished (complete, failed or pruned) count, n
 numbered after the existing trials, and a study without a completed trial ends with one line
 instead of a traceback.
 """
+
 from __future__ import annotations
 
 import sys
@@ -29,8 +30,11 @@ def finished_and_all(storage, study_name: str) -> tuple[int, int]:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:  # no such study yet
         return 0, 0
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
-              optuna.trial.TrialState.PRUNED)
+    states = (
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.FAIL,
+        optuna.trial.TrialState.PRUNED,
+    )
     trials = study.get_trials(deepcopy=False)
     return sum(t.state in states for t in trials), len(trials)
 
@@ -40,18 +44,22 @@ def make_sqlite_folder(storage) -> None:
     when it launches the first job -- after the study is opened."""
     url = str(storage or "")
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
 
 
 if OptunaSweeper is not None:
+
     class ResumableOptunaSweeper(OptunaSweeper):
         def sweep(self, arguments):
             impl = self.sweeper
             make_sqlite_folder(impl.storage)
             finished, existing = finished_and_all(impl.storage, impl.study_name)
             if finished:
-                print(f"optuna: study {impl.study_name!r} has {finished} finished trial(s); "
-                      f"running up to {max(0, impl.n_trials - finished)} more", flush=True)
+                print(
+                    f"optuna: study {impl.study_name!r} has {finished} finished trial(s); "
+                    f"running up to {max(0, impl.n_trials - finished)} more",
+                    flush=True,
+                )
             impl.n_trials = max(0, impl.n_trials - finished)
             impl.job_idx = existing  # new trials' job folders come after the earlier ones
             try:
@@ -59,6 +67,10 @@ if OptunaSweeper is not None:
             except ValueError as err:
                 if "No trials are completed yet" not in str(err):
                     raise
-                print(f"optuna: no trial of study {impl.study_name!r} completed; see each job's "
-                      "status.json", file=sys.stderr, flush=True)
+                print(
+                    f"optuna: no trial of study {impl.study_name!r} completed; see each job's "
+                    "status.json",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return None

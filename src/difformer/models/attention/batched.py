@@ -18,7 +18,10 @@ DIFFormer-s's Frobenius norms -- is a per-graph quantity here.
 Only torch. PyG's own SGFormer and Polynormer attentions, fixed for batches of graphs, are in
 :mod:`.pyg_fixes`.
 """
+
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -62,7 +65,8 @@ class _Padding:
         device = sizes.device
         self.g, self.width = sizes.numel(), int(sizes.max())
         self.local = torch.arange(int(sizes.sum()), device=device) - torch.repeat_interleave(
-            torch.cumsum(sizes, 0) - sizes, sizes)
+            torch.cumsum(sizes, 0) - sizes, sizes
+        )
         self.owner = torch.repeat_interleave(torch.arange(self.g, device=device), sizes)
         self.mask = torch.arange(self.width, device=device)[None, :] < sizes[:, None]
 
@@ -77,12 +81,14 @@ class _Padding:
         return t.transpose(1, 2)[self.owner, self.local]
 
 
-def _groups(sizes: list[int], cost, budget: int) -> list[tuple[int, int]]:
+def _groups(
+    sizes: list[int], cost: Callable[[int, int, int], int], budget: Callable[[int], int]
+) -> list[tuple[int, int]]:
     """Consecutive graph ranges [a, b) whose padded block ``cost(count, widest, nodes)``
     stays within ``budget``; a graph over budget alone forms its own range."""
     groups, start, widest, nodes = [], 0, 0, 0
     for g, n in enumerate(sizes):
-        if g > start and cost(g - start + 1, max(widest, n), nodes + n) > budget(nodes + n):  # type: ignore[operator]
+        if g > start and cost(g - start + 1, max(widest, n), nodes + n) > budget(nodes + n):
             groups.append((start, g))
             start, widest, nodes = g, 0, 0
         widest, nodes = max(widest, n), nodes + n
@@ -91,24 +97,32 @@ def _groups(sizes: list[int], cost, budget: int) -> list[tuple[int, int]]:
     return groups
 
 
-def _dense_linear(qs: Tensor, ks: Tensor, vs: Tensor, sizes: Tensor, scale: Tensor | None,
-                  self_value: bool) -> Tensor:
+def _dense_linear(
+    qs: Tensor, ks: Tensor, vs: Tensor, sizes: Tensor, scale: Tensor | None, self_value: bool
+) -> Tensor:
     """The per-graph linear kernel for a few graphs at once, zero-padded (padded keys and
     values are zero, so they add nothing to any sum)."""
     pad = _Padding(sizes)
     q, k, v = pad.dense(qs), pad.dense(ks), pad.dense(vs.expand(-1, qs.shape[1], -1))
-    kvs, k_sum = k.transpose(-1, -2) @ v, k.sum(dim=2)              # [G,H,M,D], [G,H,M]
+    kvs, k_sum = k.transpose(-1, -2) @ v, k.sum(dim=2)  # [G,H,M,D], [G,H,M]
     if scale is not None:
         kvs, k_sum = kvs * scale.view(-1, 1, 1, 1), k_sum * scale.view(-1, 1, 1)
     n = sizes.to(qs.dtype).view(-1, 1, 1, 1)
     numerator = q @ kvs + (n * v if self_value else v.sum(dim=2, keepdim=True))
-    denominator = (q @ k_sum.unsqueeze(-1)) + n                       # [G, H, W, 1]
+    denominator = (q @ k_sum.unsqueeze(-1)) + n  # [G, H, W, 1]
     return pad.stacked(numerator / denominator)
 
 
-def batched_linear_attention(qs: Tensor, ks: Tensor, vs: Tensor, batch: Tensor,
-                             num_graphs: int, scale: Tensor | None = None,
-                             self_value: bool = False, pad_budget: int = 8192) -> Tensor:
+def batched_linear_attention(
+    qs: Tensor,
+    ks: Tensor,
+    vs: Tensor,
+    batch: Tensor,
+    num_graphs: int,
+    scale: Tensor | None = None,
+    self_value: bool = False,
+    pad_budget: int = 8192,
+) -> Tensor:
     """The (1 + s q.k) kernel per graph: qs, ks [N, H, M], vs [N, H|1, D] -> [N, H, D].
 
     Numerator ``sum_{j in g} v_j + s_g q_i K_g^T V_g`` (``self_value``: SGFormer's ``n_g v_i``
@@ -123,13 +137,17 @@ def batched_linear_attention(qs: Tensor, ks: Tensor, vs: Tensor, batch: Tensor,
     sizes = graph_sizes(batch, num_graphs)
     ptr = [0, *torch.cumsum(sizes, 0).tolist()]
     parts = []
-    groups = _groups(sizes.tolist(), lambda count, widest, nodes: count * widest,
-                     lambda nodes: max(pad_budget, 2 * nodes))  # type: ignore[arg-type]
+    groups = _groups(
+        sizes.tolist(),
+        lambda count, widest, nodes: count * widest,
+        lambda nodes: max(pad_budget, 2 * nodes),
+    )
     for a, b in groups:
         rows = slice(ptr[a], ptr[b])
         group_scale = None if scale is None else scale[a:b]
-        parts.append(_dense_linear(qs[rows], ks[rows], vs[rows], sizes[a:b], group_scale,
-                                   self_value))
+        parts.append(
+            _dense_linear(qs[rows], ks[rows], vs[rows], sizes[a:b], group_scale, self_value)
+        )
     return torch.cat(parts) if parts else qs.new_zeros((0, qs.shape[1], vs.shape[-1]))
 
 
@@ -141,9 +159,15 @@ def _dense_sigmoid(qs: Tensor, ks: Tensor, vs: Tensor, sizes: Tensor) -> Tensor:
     return pad.stacked((scores @ pad.dense(vs)) / scores.sum(dim=-1, keepdim=True))
 
 
-def batched_sigmoid_attention(qs: Tensor, ks: Tensor, vs: Tensor, batch: Tensor,
-                              num_graphs: int, chunk: int | None = None,
-                              max_entries: int = 1 << 22) -> Tensor:
+def batched_sigmoid_attention(
+    qs: Tensor,
+    ks: Tensor,
+    vs: Tensor,
+    batch: Tensor,
+    num_graphs: int,
+    chunk: int | None = None,
+    max_entries: int = 1 << 22,
+) -> Tensor:
     """DIFFormer-a within each graph: row-normalised sigmoid(q_i . k_j) over j in g(i).
     Graphs in consecutive groups whose padded scores (count x widest^2) fit ``max_entries``;
     a graph over that runs alone, its query rows chunked by ``chunk``."""
@@ -151,20 +175,31 @@ def batched_sigmoid_attention(qs: Tensor, ks: Tensor, vs: Tensor, batch: Tensor,
     sizes = graph_sizes(batch, num_graphs)
     ptr = [0, *torch.cumsum(sizes, 0).tolist()]
     parts = []
-    groups = _groups(sizes.tolist(), lambda count, widest, nodes: count * widest * widest,
-                     lambda nodes: max_entries)  # type: ignore[arg-type]
+    groups = _groups(
+        sizes.tolist(),
+        lambda count, widest, nodes: count * widest * widest,
+        lambda nodes: max_entries,
+    )
     for a, b in groups:
         rows = slice(ptr[a], ptr[b])
         if b - a == 1:  # one graph: its own N_g x N_g, chunked by query rows when large
             parts.append(sigmoid_attention(qs[rows], ks[rows], vs[rows], chunk))
         else:
-            parts.append(_dense_sigmoid(qs[rows], ks[rows],
-                                        vs[rows].expand(-1, qs.shape[1], -1), sizes[a:b]))
+            parts.append(
+                _dense_sigmoid(qs[rows], ks[rows], vs[rows].expand(-1, qs.shape[1], -1), sizes[a:b])
+            )
     return torch.cat(parts) if parts else qs.new_zeros((0, qs.shape[1], vs.shape[-1]))
 
 
-def graph_attention(qs: Tensor, ks: Tensor, vs: Tensor, kernel: str, chunk: int | None,
-                    batch: Tensor, num_graphs: int | None) -> Tensor:
+def graph_attention(
+    qs: Tensor,
+    ks: Tensor,
+    vs: Tensor,
+    kernel: str,
+    chunk: int | None,
+    batch: Tensor,
+    num_graphs: int | None,
+) -> Tensor:
     """The kernels of :mod:`.kernels` within each graph of a mini-batch (``batch``)."""
     num_graphs = int(batch.max()) + 1 if num_graphs is None else num_graphs
     if kernel == "sigmoid":

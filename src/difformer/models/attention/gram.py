@@ -22,6 +22,7 @@ True)``, the default); per-node normalisation (``simple_pernode``), the sigmoid 
 mini-batches of graphs and bf16/fp16 autocast (where a Gram matrix in half precision would
 lose the norms' accuracy) keep the projected form. No framework imports.
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,26 +55,28 @@ def _augmented(linear: torch.nn.Linear, num_heads: int) -> Tensor:
     return weight.view(num_heads, -1, weight.shape[1])
 
 
-def gram_simple_attention(x: Tensor, wq: torch.nn.Linear, wk: torch.nn.Linear,
-                          wv: torch.nn.Linear | None, num_heads: int) -> Tensor:
+def gram_simple_attention(
+    x: Tensor, wq: torch.nn.Linear, wk: torch.nn.Linear, wv: torch.nn.Linear | None, num_heads: int
+) -> Tensor:
     """The official simple kernel's attention output [N, H, D] for layer input ``x`` [N, d],
     with projections ``wq``, ``wk`` (d -> H*h) and ``wv`` (d -> H*h, or None: V = x, D = d)."""
     n, d = x.shape
     gram = _Gram.apply(x)
     total = x.sum(dim=0)
     ones = total.new_full((1,), n)
-    g = torch.cat([torch.cat([gram, total.unsqueeze(1)], dim=1),
-                   torch.cat([total, ones]).unsqueeze(0)])              # G~ = [x, 1]^T [x, 1]
-    q, k = _augmented(wq, num_heads), _augmented(wk, num_heads)         # [H, h, d + 1]
-    key_gram = k @ g                                                    # K^T [x, 1]
-    scale = torch.rsqrt((q @ g * q).sum() * (key_gram * k).sum())      # 1 / (|Q|_F |K|_F)
+    g = torch.cat(
+        [torch.cat([gram, total.unsqueeze(1)], dim=1), torch.cat([total, ones]).unsqueeze(0)]
+    )  # G~ = [x, 1]^T [x, 1]
+    q, k = _augmented(wq, num_heads), _augmented(wk, num_heads)  # [H, h, d + 1]
+    key_gram = k @ g  # K^T [x, 1]
+    scale = torch.rsqrt((q @ g * q).sum() * (key_gram * k).sum())  # 1 / (|Q|_F |K|_F)
     if wv is None:
-        kv = key_gram * scale                          # [K^T V | sum_j k_j], V = x: [H, h, d+1]
+        kv = key_gram * scale  # [K^T V | sum_j k_j], V = x: [H, h, d+1]
         value_sum = total.expand(num_heads, d)
     else:
         v = _augmented(wv, num_heads)
         kv = torch.cat([key_gram @ v.transpose(1, 2), key_gram[..., d:]], dim=2) * scale
-        value_sum = (v @ g[:, d:]).squeeze(-1)                          # [H, D]
+        value_sum = (v @ g[:, d:]).squeeze(-1)  # [H, D]
     # [H, d + 1, D + 1]: z~_i m = [q_i K^T V | q_i . sum_j k_j], both already scaled
     m = q.transpose(1, 2) @ kv
     width = m.shape[-1]

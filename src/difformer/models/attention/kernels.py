@@ -8,6 +8,7 @@
 The same kernels within each graph of a mini-batch are in :mod:`.batched`; the Gram-matrix
 form of ``simple`` in :mod:`.gram`. Only torch.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,9 @@ def normalise_qk(qs: Tensor, ks: Tensor, kernel: str) -> tuple[Tensor, Tensor]:
     return F.normalize(qs, p=2, dim=-1), F.normalize(ks, p=2, dim=-1)
 
 
-def key_summary(ks: Tensor, vs: Tensor, scale: Tensor | None = None
-                 ) -> tuple[Tensor, Tensor, Tensor]:
+def key_summary(
+    ks: Tensor, vs: Tensor, scale: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """The keys' side of the (1 + s q.k) kernel: K^T V [H, M, D] and sum_j k_j [H, M], both
     times ``scale`` (1 / (|Q|_F |K|_F) for the raw q, k of the official global normalisation;
     None for already-normalised ones), and sum_j v_j [1, H, D]. Scaling these small sums
@@ -75,8 +77,9 @@ def sigmoid_attention(qs: Tensor, ks: Tensor, vs: Tensor, chunk: int | None = No
         return sigmoid_rows(qs, ks, vs)
     if not torch.is_grad_enabled():
         return torch.cat([sigmoid_rows(block, ks, vs) for block in qs.split(chunk)])
-    return torch.cat([checkpoint(sigmoid_rows, block, ks, vs, use_reentrant=False)
-                      for block in qs.split(chunk)])
+    return torch.cat(
+        [checkpoint(sigmoid_rows, block, ks, vs, use_reentrant=False) for block in qs.split(chunk)]
+    )
 
 
 def attention_matrix(qs: Tensor, ks: Tensor, kernel: str, full_kernel: bool = False) -> Tensor:

@@ -4,6 +4,7 @@ They mask only V, so padded keys enter their denominators and the padded size re
 graph's own; :func:`fix_pyg_attention` swaps in corrected forwards with the same parameters
 (tests/test_graph_models.py shows both).
 """
+
 from __future__ import annotations
 
 import types
@@ -46,8 +47,7 @@ def polynormer_attention_masked(self, x: Tensor, mask: Tensor | None = None) -> 
     h = self.h_lins(x)
     m, _ = _masked(mask, x)
     k = self.k(x).sigmoid().view(b, n, self.head_channels, self.heads) * m
-    q = k if self.qk_shared else torch.sigmoid(self.q(x)).view(b, n, self.head_channels,
-                                                              self.heads)
+    q = k if self.qk_shared else torch.sigmoid(self.q(x)).view(b, n, self.head_channels, self.heads)
     v = self.v(x).view(b, n, self.head_channels, self.heads) * m
     num = torch.einsum("bndh, bnmh -> bdmh", k, v)
     num = torch.einsum("bndh, bdmh -> bnmh", q, num)

@@ -1,5 +1,6 @@
 """The task kinds a :class:`~difformer.data.DatasetSpec` may name (``kind``): one class each
 (:class:`.base.Task` says what a kind defines), registered here by one line each."""
+
 from __future__ import annotations
 
 from .base import Task
@@ -7,8 +8,11 @@ from .graph import GraphTask
 from .node import NodeTask
 from .temporal import TemporalTask
 
-TASKS: dict[str, type[Task]] = {task.kind: task for task in (
-    NodeTask,
-    TemporalTask,
-    GraphTask,
-)}
+TASKS: dict[str, type[Task]] = {
+    task.kind: task
+    for task in (
+        NodeTask,
+        TemporalTask,
+        GraphTask,
+    )
+}

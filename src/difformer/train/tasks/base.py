@@ -16,6 +16,7 @@ its kind. The class owns, besides its epochs and evaluations:
 The defaults here are those of the scored kinds (node and graph: a metric per split, selection
 on valid); the temporal kind overrides what differs.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -36,8 +37,9 @@ class EarlyStopping:
 
     def __init__(self, patience: int, mode: str):
         if mode not in PATIENCE_MODES:
-            raise ValueError(f"trainer.patience_mode={mode} is not allowed; use "
-                             f"{' or '.join(PATIENCE_MODES)}")
+            raise ValueError(
+                f"trainer.patience_mode={mode} is not allowed; use {' or '.join(PATIENCE_MODES)}"
+            )
         self.patience, self.mode, self.bad = patience, mode, 0
 
     def step(self, improved: bool) -> bool:
@@ -59,10 +61,10 @@ class EarlyStopping:
 class Task(ABC):
     """One task kind over one dataset, on one device (``rank`` of ``world`` under torchrun)."""
 
-    kind: str                               # the name a DatasetSpec gives (spec.kind)
-    level = "node"                          # what the model predicts: node | graph
-    trainers: tuple[str, ...]               # the trainer= presets this kind trains with
-    auto_trainer: tuple[str, dict]          # trainer=auto: (preset, defaults of null keys)
+    kind: str  # the name a DatasetSpec gives (spec.kind)
+    level = "node"  # what the model predicts: node | graph
+    trainers: tuple[str, ...]  # the trainer= presets this kind trains with
+    auto_trainer: tuple[str, dict]  # trainer=auto: (preset, defaults of null keys)
     unused_trainer_keys: tuple[str, ...] = ()
     metric: str
     higher_is_better: bool
@@ -126,14 +128,19 @@ class Task(ABC):
 
     # ------------------------------------------------------------------ how results read
     def checkpoint_metrics(self, record: dict) -> dict:
-        return {"metric": self.metric, "best_epoch": record["best_epoch"],
-                **{k: record[k] for k in ("train", "valid", "test")}}
+        return {
+            "metric": self.metric,
+            "best_epoch": record["best_epoch"],
+            **{k: record[k] for k in ("train", "valid", "test")},
+        }
 
     def run_line(self, record: dict) -> str:
-        return (f"run {record['run']:02d} | seed {record['seed']} | best epoch "
-                f"{record['best_epoch']} | train {self.fmt(record['train'])} | valid "
-                f"{self.fmt(record['valid'])} | test {self.fmt(record['test'])} | "
-                f"{record['seconds']:.1f}s")
+        return (
+            f"run {record['run']:02d} | seed {record['seed']} | best epoch "
+            f"{record['best_epoch']} | train {self.fmt(record['train'])} | valid "
+            f"{self.fmt(record['valid'])} | test {self.fmt(record['test'])} | "
+            f"{record['seconds']:.1f}s"
+        )
 
     def regime(self) -> str:
         return self.trainer.name
@@ -141,15 +148,23 @@ class Task(ABC):
     def summary(self, records: list[dict]) -> dict:
         test_mean, test_std = mean_std([r["test"] for r in records])
         valid_mean, valid_std = mean_std([r["valid"] for r in records])
-        return {"metric": self.metric, "regime": self.regime(),
-                "higher_is_better": self.higher_is_better,
-                "split": self.dataset.splits.description, "test_mean": test_mean,
-                "test_std": test_std, "valid_mean": valid_mean, "valid_std": valid_std}
+        return {
+            "metric": self.metric,
+            "regime": self.regime(),
+            "higher_is_better": self.higher_is_better,
+            "split": self.dataset.splits.description,
+            "test_mean": test_mean,
+            "test_std": test_std,
+            "valid_mean": valid_mean,
+            "valid_std": valid_std,
+        }
 
     def report(self, summary: dict) -> str:
-        return (f"{summary['metric']} over {summary['n_runs']} run(s): test "
-                f"{self.fmt(summary['test_mean'])} ± {self.fmt(summary['test_std'])} | valid "
-                f"{self.fmt(summary['valid_mean'])}")
+        return (
+            f"{summary['metric']} over {summary['n_runs']} run(s): test "
+            f"{self.fmt(summary['test_mean'])} ± {self.fmt(summary['test_std'])} | valid "
+            f"{self.fmt(summary['valid_mean'])}"
+        )
 
     def fmt(self, value: float) -> str:
         """Percent for the scores in [0, 1]; 4 decimals for an error (MSE, MAE)."""

@@ -7,6 +7,7 @@ come from the dataset: multi-task BCE over the known labels with ogb's Evaluator
 molhiv, AP for molpcba), cross-entropy and accuracy (TU), L1 and MAE (ZINC). Evaluation runs
 the same batches in eval mode over the train, valid and test graphs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,8 +35,9 @@ def predict(model, data):
 class GraphEpoch:
     """One pass over the train graphs in shuffled mini-batches, one optimizer step each."""
 
-    def __init__(self, model, optimizer, graphs, batch_size: int, loss_fn, device,
-                 autocast_dtype, seed: int):
+    def __init__(
+        self, model, optimizer, graphs, batch_size: int, loss_fn, device, autocast_dtype, seed: int
+    ):
         self.model, self.optimizer, self.graphs = model, optimizer, graphs
         self.batch_size, self.loss_fn, self.device = batch_size, loss_fn, device
         self.autocast = autocast_dtype
@@ -51,8 +53,9 @@ class GraphEpoch:
         for step, data in enumerate(loader):
             data = data.to(self.device)
             self.optimizer.zero_grad()
-            with torch.autocast(self.device.type, dtype=self.autocast,
-                                enabled=self.autocast is not None):
+            with torch.autocast(
+                self.device.type, dtype=self.autocast, enabled=self.autocast is not None
+            ):
                 out = predict(self.model, data)
             loss = self.loss_fn(out.float(), data.y)
             with_auxiliary_loss(self.model, loss).backward()
@@ -88,6 +91,7 @@ def predict_all(model, graphs, batch_size: int, device) -> tuple[torch.Tensor, t
 
 class GraphTask(Task):
     """Graph classification / regression over a :class:`~difformer.data.GraphDataset`."""
+
     kind = "graph"
     level = "graph"
     trainers = ("graph",)
@@ -106,16 +110,24 @@ class GraphTask(Task):
         return [self.dataset.graphs[i] for i in index.tolist()]
 
     def epoch_runner(self, model, optimizer, split, run: int):
-        return GraphEpoch(model, optimizer, self._graphs(split.train), self.batch_size,
-                          self.loss_fn, self.device, self.autocast,
-                          seed=self.settings.seed + run)
+        return GraphEpoch(
+            model,
+            optimizer,
+            self._graphs(split.train),
+            self.batch_size,
+            self.loss_fn,
+            self.device,
+            self.autocast,
+            seed=self.settings.seed + run,
+        )
 
     def evaluate(self, model, split) -> dict:
         fn, scores = METRICS[self.metric], {}
         parts = ("train", "valid", "test") if self.trainer.eval_train else ("valid", "test")
         for part in parts:
-            pred, y = predict_all(model, self._graphs(getattr(split, part)), self.batch_size,
-                                  self.device)
+            pred, y = predict_all(
+                model, self._graphs(getattr(split, part)), self.batch_size, self.device
+            )
             scores[part] = fn(pred, y)
             if part == "valid":
                 scores["valid_loss"] = self.loss_fn(pred, y).item() if len(y) else float("nan")

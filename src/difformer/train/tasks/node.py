@@ -1,4 +1,5 @@
 """Node classification on one graph: full-graph steps or random-partition mini-batches."""
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,9 @@ from .base import Task
 class FullGraphEpoch:
     """One optimizer step on the whole graph, the loss on the train nodes (official main.py)."""
 
-    def __init__(self, model, optimizer, x, edge_index, y, train_idx, loss_fn, device,
-                 autocast_dtype):
+    def __init__(
+        self, model, optimizer, x, edge_index, y, train_idx, loss_fn, device, autocast_dtype
+    ):
         self.model, self.optimizer = model, optimizer
         self.x, self.edge_index, self.y, self.train_idx = x, edge_index, y, train_idx
         self.loss_fn, self.device, self.autocast = loss_fn, device, autocast_dtype
@@ -22,8 +24,9 @@ class FullGraphEpoch:
     def train_epoch(self, epoch: int, progress=None) -> float:
         self.model.train()
         self.optimizer.zero_grad()
-        with torch.autocast(self.device.type, dtype=self.autocast,
-                            enabled=self.autocast is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.autocast, enabled=self.autocast is not None
+        ):
             out = self.model(self.x, self.edge_index)
             loss = self.loss_fn(out[self.train_idx].float(), self.y[self.train_idx])
         with_auxiliary_loss(self.model, loss).backward()
@@ -39,6 +42,7 @@ class FullGraphEpoch:
 
 class NodeTask(Task):
     """Node classification on one graph, full-graph or random-partition mini-batches."""
+
     kind = "node"
     trainers = ("fullgraph", "minibatch")
     auto_trainer = ("fullgraph", {"epochs": 500})
@@ -50,8 +54,11 @@ class NodeTask(Task):
         # Mini-batches move chunks to the device and leave the graph where it is (CPU for
         # large graphs); the whole graph goes to a device only to train or evaluate there.
         self.train_data = None if self.batch_size else self._on(device)
-        self.eval_data = self.train_data if self.train_data is not None and \
-            self.eval_device == device else self._on(self.eval_device)
+        self.eval_data = (
+            self.train_data
+            if self.train_data is not None and self.eval_device == device
+            else self._on(self.eval_device)
+        )
 
     def _on(self, dev) -> tuple[Tensor, Tensor, Tensor]:
         d = self.dataset
@@ -64,28 +71,54 @@ class NodeTask(Task):
     def epoch_runner(self, model, optimizer, split, run: int):
         if self.batch_size is not None:
             d = self.dataset
-            return RandomPartitionStep(d.x, d.y, d.edge_index, split.train, self.batch_size,
-                                       self.loss_fn, self.device,
-                                       seed=self.settings.seed + run, rank=self.rank,
-                                       world_size=self.world, autocast_dtype=self.autocast,
-                                       model=model, optimizer=optimizer)
+            return RandomPartitionStep(
+                d.x,
+                d.y,
+                d.edge_index,
+                split.train,
+                self.batch_size,
+                self.loss_fn,
+                self.device,
+                seed=self.settings.seed + run,
+                rank=self.rank,
+                world_size=self.world,
+                autocast_dtype=self.autocast,
+                model=model,
+                optimizer=optimizer,
+            )
         x, edge_index, y = self.train_data
-        return FullGraphEpoch(model, optimizer, x, edge_index, y, split.train.to(self.device),
-                              self.loss_fn, self.device, self.autocast)
+        return FullGraphEpoch(
+            model,
+            optimizer,
+            x,
+            edge_index,
+            y,
+            split.train.to(self.device),
+            self.loss_fn,
+            self.device,
+            self.autocast,
+        )
 
     def evaluates_at(self, epoch: int, epochs: int) -> bool:
         """Every eval_step-th epoch from 0, as the official scripts (Pokec, 500 epochs every
         9: 0, 9, ..., 495); ``trainer.eval_last`` adds the last epoch as a candidate."""
         return epoch % self.trainer.eval_step == 0 or (
-            bool(self.trainer.eval_last) and epoch == epochs - 1)
+            bool(self.trainer.eval_last) and epoch == epochs - 1
+        )
 
     def evaluate(self, model, split) -> dict:
         # Module.to walks every submodule even when nothing moves: 2 ms of a 50 ms Cora epoch
         moves = self.eval_device != self.device
         if moves:
             model.to(self.eval_device)
-        scores = evaluate_split(model, *self.eval_data, split, self.metric, self.spec.loss,  # type: ignore[call-arg]
-                                self.trainer.eval_chunk)
+        scores = evaluate_split(
+            model,
+            *self.eval_data,
+            split,
+            self.metric,
+            self.spec.loss,  # type: ignore[call-arg]
+            self.trainer.eval_chunk,
+        )
         if moves:
             model.to(self.device)
         return scores
@@ -94,5 +127,8 @@ class NodeTask(Task):
         return "fullgraph" if self.batch_size is None else f"minibatch (B={self.batch_size})"
 
     def summary(self, records: list[dict]) -> dict:
-        return {**super().summary(records), "eval_device": str(self.eval_device),
-                "precision": self.trainer.precision}
+        return {
+            **super().summary(records),
+            "eval_device": str(self.eval_device),
+            "precision": self.trainer.precision,
+        }

@@ -1,4 +1,5 @@
 """Spatial-temporal node regression over snapshots (official spatial-temporal/main.py)."""
+
 from __future__ import annotations
 
 import statistics
@@ -25,9 +26,13 @@ class SnapshotEpoch:
         self.model.train()
         if self.step == "cumulative":
             self.optimizer.zero_grad()
-            loss = cast(Tensor, sum(with_auxiliary_loss(self.model,
-                                                        self.cost_fn(self.model(x, ei, ew), y))
-                                    for x, ei, ew, y in self.snapshots)) / len(self.snapshots)
+            loss = cast(
+                Tensor,
+                sum(
+                    with_auxiliary_loss(self.model, self.cost_fn(self.model(x, ei, ew), y))
+                    for x, ei, ew, y in self.snapshots
+                ),
+            ) / len(self.snapshots)
             loss.backward()
             self.optimizer.step()
             return loss.item()
@@ -63,11 +68,19 @@ class TemporalTask(Task):
     """Spatial-temporal node regression over snapshots: chronological split, early stopping,
     test MSE in both conventions from the best-valid weights (``paper``: the official [n,1]-[n]
     broadcast; ``standard``: elementwise)."""
+
     kind = "temporal"
     trainers = ("temporal",)
     auto_trainer = ("temporal", {"epochs": 200, "patience": 20})
-    unused_trainer_keys = ("eval_step", "batch_size", "eval_device", "eval_chunk", "precision",
-                           "eval_last", "eval_train")
+    unused_trainer_keys = (
+        "eval_step",
+        "batch_size",
+        "eval_device",
+        "eval_chunk",
+        "precision",
+        "eval_last",
+        "eval_train",
+    )
 
     def __init__(self, dataset, spec, settings, device, eval_device=None, rank=0, world=1):
         super().__init__(dataset, spec, settings, device, eval_device, rank, world)
@@ -76,16 +89,21 @@ class TemporalTask(Task):
             raise ValueError(f"trainer.mse={self.mse} is not allowed; use {' or '.join(MSE)}")
         EarlyStopping(self.trainer.patience or 1, self.trainer.patience_mode)  # checks the mode
         if dataset.step not in ("cumulative", "per_snapshot"):
-            raise ValueError(f"dataset.step={dataset.step} is not allowed; use cumulative or "
-                             "per_snapshot")
+            raise ValueError(
+                f"dataset.step={dataset.step} is not allowed; use cumulative or per_snapshot"
+            )
         self._split = dataset.split()
-        self.parts = {name: self._on([dataset.snapshots[i] for i in getattr(self._split, name)])
-                      for name in ("train", "valid", "test")}
+        self.parts = {
+            name: self._on([dataset.snapshots[i] for i in getattr(self._split, name)])
+            for name in ("train", "valid", "test")
+        }
 
     def _on(self, snapshots):
         dev = self.device
-        return [(s.x.to(dev), s.edge_index.to(dev), s.edge_weight.to(dev), s.y.to(dev))
-                for s in snapshots]
+        return [
+            (s.x.to(dev), s.edge_index.to(dev), s.edge_weight.to(dev), s.y.to(dev))
+            for s in snapshots
+        ]
 
     @classmethod
     def out_channels(cls, dataset) -> int:
@@ -98,8 +116,9 @@ class TemporalTask(Task):
         return chrono_split_fingerprint(split)
 
     def epoch_runner(self, model, optimizer, split, run: int):
-        return SnapshotEpoch(model, optimizer, self.parts["train"], MSE[self.mse],
-                             self.dataset.step)
+        return SnapshotEpoch(
+            model, optimizer, self.parts["train"], MSE[self.mse], self.dataset.step
+        )
 
     def evaluate(self, model, split) -> dict:
         scores = evaluate_temporal(model, self.parts["valid"])
@@ -114,22 +133,32 @@ class TemporalTask(Task):
         return {"valid": best["valid"], **self.evaluate_test(model, split)}
 
     def checkpoint_metrics(self, record: dict) -> dict:
-        return {"metric": "mse", "mse": self.mse, "best_epoch": record["best_epoch"],
-                **{k: v for k, v in record.items() if k.startswith(("valid", "test"))}}
+        return {
+            "metric": "mse",
+            "mse": self.mse,
+            "best_epoch": record["best_epoch"],
+            **{k: v for k, v in record.items() if k.startswith(("valid", "test"))},
+        }
 
     def run_line(self, record: dict) -> str:
         stopped = f" (stopped after {record['epochs_run']})" if "epochs_run" in record else ""
-        return (f"run {record['run']:02d} | seed {record['seed']} | best epoch "
-                f"{record['best_epoch']}{stopped} | valid "
-                f"{record['valid']:.4f} | test MSE paper {record['test_mse_paper']:.4f} "
-                f"standard {record['test_mse_standard']:.4f} | {record['seconds']:.1f}s")
+        return (
+            f"run {record['run']:02d} | seed {record['seed']} | best epoch "
+            f"{record['best_epoch']}{stopped} | valid "
+            f"{record['valid']:.4f} | test MSE paper {record['test_mse_paper']:.4f} "
+            f"standard {record['test_mse_standard']:.4f} | {record['seconds']:.1f}s"
+        )
 
     def summary(self, records: list[dict]) -> dict:
         s = self._split
-        out = {"metric": "mse", "mse_convention": self.mse, "higher_is_better": False,
-               "split": f"train {len(s.train)} / valid {len(s.valid)} / test {len(s.test)} "
-                        "(chronological)",
-               "report_note": f"MSE, {self.mse} convention"}
+        out = {
+            "metric": "mse",
+            "mse_convention": self.mse,
+            "higher_is_better": False,
+            "split": f"train {len(s.train)} / valid {len(s.valid)} / test {len(s.test)} "
+            "(chronological)",
+            "report_note": f"MSE, {self.mse} convention",
+        }
         for key in ("test", "valid", "test_mse_paper", "test_mse_standard"):
             values = [r[key] for r in records]
             out[f"{key}_mean"], out[f"{key}_std"] = mean_std(values)
@@ -139,10 +168,15 @@ class TemporalTask(Task):
         return out
 
     def report(self, summary: dict) -> str:
-        scores = " | ".join(f"test MSE ({c}) {summary[f'test_mse_{c}_mean']:.4f} ± "
-                            f"{summary[f'test_mse_{c}_std']:.4f}" for c in ("paper", "standard"))
-        return (f"mse over {summary['n_runs']} run(s), selected by the "
-                f"{summary['mse_convention']} convention: {scores}")
+        scores = " | ".join(
+            f"test MSE ({c}) {summary[f'test_mse_{c}_mean']:.4f} ± "
+            f"{summary[f'test_mse_{c}_std']:.4f}"
+            for c in ("paper", "standard")
+        )
+        return (
+            f"mse over {summary['n_runs']} run(s), selected by the "
+            f"{summary['mse_convention']} convention: {scores}"
+        )
 
     def fmt(self, value: float) -> str:
         return f"{value:.4f}"
