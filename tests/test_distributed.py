@@ -72,6 +72,7 @@ def test_shard_steps_cover_every_chunk_and_wrap():
     assert shard_steps(4, 1, 0) == [0, 1, 2, 3]
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_two_gloo_processes_equal_one_process_on_the_same_chunks(tmp_path):
     out = tmp_path / "rank0.pt"
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only: no network lookups

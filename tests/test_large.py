@@ -209,6 +209,7 @@ def test_unrecognised_checkpoint_file(tmp_path):
     assert "neither a difformer checkpoint" in proc.stderr and "convs.0.Wk.weight" in proc.stderr
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @pytest.mark.parametrize("dataset,fixture", [("ogbn-proteins", make_proteins),
                                              ("pokec", make_pokec)])
 def test_paper_pair_trains_minibatch_on_fixture(tmp_path, dataset, fixture):

@@ -42,6 +42,7 @@ def wandb_records(path):
     return history, summary
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_csv_tensorboard_and_wandb_read_back(tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     pytest.importorskip("wandb")

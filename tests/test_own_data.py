@@ -21,6 +21,7 @@ def readme_example() -> tuple[str, list[str]]:
     return python, [line for line in bash.strip().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_the_readme_example_trains_and_evaluates(tmp_path):
     python, commands = readme_example()
     subprocess.run([sys.executable, "-c", python], cwd=tmp_path, check=True, timeout=120)

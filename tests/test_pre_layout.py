@@ -9,6 +9,8 @@ SIGTERM after epoch 16, and expected_summary.json, that command's uninterrupted 
 import json
 import shutil
 
+import pytest
+
 from conftest import REPO, train_py
 
 FIXTURES = REPO / "tests" / "fixtures" / "pre_layout"
@@ -23,6 +25,7 @@ def test_an_old_best_checkpoint_evaluates_to_its_recorded_score(tmp_path):
     assert result["mismatches"] == []
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_an_old_stopped_run_resumes_bit_identical(tmp_path):
     run_dir = tmp_path / "resume"
     shutil.copytree(FIXTURES / "resume", run_dir)

@@ -189,6 +189,7 @@ def test_hyper_search_is_the_official_grid(compose):
     assert sweeper.n_trials == 6 * 3 * 3 * 4
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_optuna_sweep_runs_and_optimises_valid(tmp_path):
     train_py("-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid",
              "hydra.sweeper.n_trials=2", "hydra.sweeper.direction=maximize",
