@@ -69,6 +69,9 @@ def test_graph_checkpoint_evaluates_to_the_recorded_score(enzymes_run, tmp_path)
     result = read(tmp_path / "eval" / "eval.json")
     assert result["test"] == read(out / "summary.json")["runs"][0]["test"]
     assert result["matches_recorded"] and result["metric"] == "accuracy"
+    # the inputs were standardised with statistics of run 0's train graphs, kept in the file
+    recorded = torch.load(out / "checkpoints/run0.pt", weights_only=True)["dataset"]
+    assert len(recorded["input_transform"]["mean"]) == 18
 
 
 @pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow

@@ -24,7 +24,8 @@ EXPERIMENTS = sorted(str(p.relative_to(CONFIG_DIR / "experiment").with_suffix(""
 SMOKED = [pytest.param(e, marks=pytest.mark.slow)
           if e.startswith("paper/molhiv/")
           or (e.startswith("paper/table3/20news_") and e.endswith("_a"))
-          or e == "paper/enzymes/enzymes_difformer_s_graph"
+          or e in {f"paper/enzymes/enzymes_{m}" for m in
+                   ("difformer_s_graph", "difformer_a_graph", "gcn_graph", "gin_vn_graph", "gps")}
           else e
           for e in EXPERIMENTS]
 
@@ -337,3 +338,20 @@ def test_a_sigterm_to_the_table_script_stops_its_training_with_a_checkpoint(tmp_
     assert status["status"] == "interrupted" and status["signal"] == 15
     assert (cell / "checkpoints/run0_last.pt").exists()
     assert not (tmp_path / "runs/smoke/digits_difformer_s/metrics.jsonl").exists()  # not begun
+
+
+def test_a_record_at_a_reduced_budget_shows_its_numbers_and_budget(tmp_path):
+    """The committed HIV records ran 1 run x 5 epochs: the report shows each with its numbers
+    and a visible budget mark, never as pending, and make reproduce still runs the cell."""
+    from difformer.reproduction.report import row
+
+    records_dir = CONFIG_DIR.parent / "reproduction/results/molhiv"
+    planned = {c.name: c for c in cells.plan("molhiv", tmp_path, [], records_dir)}
+    gin = planned["hiv_gin_graph"]
+    recorded = json.loads((records_dir / "hiv_gin_graph.json").read_text())
+    assert gin.status == "pending"  # the full protocol is still to run
+    assert gin.budget == ["trainer.runs=1", "trainer.epochs=5", "trainer.eval_train=false"]
+    r = row(gin)
+    assert r["verdict"] == "reduced budget" and r["status"] == "reduced" and r["n_runs"] == 1
+    assert r["ours_mean"] == pytest.approx(100 * recorded["summary"]["test_mean"])
+    assert r["note"].startswith("reduced budget: trainer.runs=1 trainer.epochs=5")

@@ -48,6 +48,8 @@ class GraphDataset:
     metric: str | None = None
     source_digest: str = ""
     pe: dict = field(default_factory=dict)  # name -> [total nodes, k] tensor, see below
+    continuous: int = 0  # leading columns of x that are continuous attributes (data.scaling)
+    scale: str = "none"  # how the task scales them, fitted per split: standard | none
 
     has_graph = True
 
@@ -89,9 +91,15 @@ class GraphDataset:
         return (
             f"dataset {self.name} | graphs {self.num_graphs} | nodes {nodes} (mean "
             f"{nodes / max(self.num_graphs, 1):.1f}) | node features {self.node_input} "
-            f"{self.num_features} | edge features {self.edge_input or 'none'} | outputs "
-            f"{self.num_classes} | split {self.splits.description}"
+            f"{self.num_features}{self._scaling()} | edge features "
+            f"{self.edge_input or 'none'} | outputs {self.num_classes} | split "
+            f"{self.splits.description}"
         )
+
+    def _scaling(self) -> str:
+        if self.scale == "none" or not self.continuous:
+            return ""
+        return f" ({self.continuous} continuous, {self.scale}-scaled on each train part)"
 
 
 def arrays_digest(arrays: dict) -> str:

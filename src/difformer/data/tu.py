@@ -17,6 +17,7 @@ import torch
 
 from .graphs import GraphDataset
 from .safe_pickle import safe_load_tensors
+from .scaling import check_scale
 from .sources import DataError, DataRoot
 from .splits import FixedIndexSplit, RandomFractionSplit, StratifiedFolds
 
@@ -37,6 +38,7 @@ def load_tu(name: str, opts, root: DataRoot) -> GraphDataset:
     split = str(opts.get("split", "cv10"))
     if split not in SPLITS:
         raise DataError(f"dataset.split={split} is not allowed; use {' or '.join(SPLITS)}")
+    scale = check_scale(opts.get("scale", "standard"))
     rel = f"TUDataset/{name}"
 
     def read():
@@ -71,6 +73,8 @@ def load_tu(name: str, opts, root: DataRoot) -> GraphDataset:
         edge_channels=edge_dim,
         loss="cross_entropy",
         metric="accuracy",
+        continuous=int(ds.num_node_attributes),  # PyG puts the attributes first, then labels
+        scale=scale,
     )
 
 

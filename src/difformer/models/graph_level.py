@@ -98,7 +98,13 @@ def num_graphs_of(batch: Tensor | None) -> int:
 class GraphDIFFormer(nn.Module):
     """DIFFormer-s/-a for graph-level prediction; the DIFFormer keywords as the node model's
     (the official names), plus the feature description. Dense features enter DIFFormer's
-    own input layer; categorical ones (atoms) go through their encoder first."""
+    own input layer; categorical ones (atoms) go through their encoder first.
+
+    ``self_loops``: give every node exactly one self-loop before the GCN branch, as the
+    node-level datasets' preprocessing does (the official code's ``gcn_conv`` expects them:
+    without, a node drops its own term and a node with no in-edge receives nothing); graph
+    datasets are stored without them because GIN and GPS add their own root terms.
+    """
 
     level = "graph"
     positional_encodings: dict = {}
@@ -111,9 +117,11 @@ class GraphDIFFormer(nn.Module):
         node_input: str = "dense",
         edge_input: str | None = None,
         edge_channels: int = 0,
+        self_loops: bool = True,
         **difformer_kwargs,
     ):
         super().__init__()
+        self.self_loops = self_loops
         self.encoder = (
             None if node_input == "dense" else NodeEncoder(node_input, in_channels, hidden_channels)
         )
@@ -138,6 +146,10 @@ class GraphDIFFormer(nn.Module):
         if batch is None:
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         h = x.float() if self.encoder is None else self.encoder(x)
+        if self.self_loops and edge_index is not None and self.difformer.use_graph:
+            from torch_geometric.utils import add_self_loops, remove_self_loops
+
+            edge_index = add_self_loops(remove_self_loops(edge_index)[0], num_nodes=x.shape[0])[0]
         out = self.difformer(h, edge_index, batch=batch)
         return mean_pool(out, batch, num_graphs_of(batch))
 

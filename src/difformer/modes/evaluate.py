@@ -79,6 +79,8 @@ def rebuild(settings: Settings, ckpt: dict):
     device = resolve_device(settings.trainer.device)
     task = task_cls(dataset, spec, task_settings, device)
     split = task.split(recorded["run"])
+    # the statistics the run was trained with; a checkpoint from before input scaling has none
+    task.use_input_transform(split, recorded.get("input_transform"))
     if hasattr(model, "upgrade_state_dict"):  # a model that renamed its weights since
         ckpt["state_dict"] = model.upgrade_state_dict(ckpt["state_dict"])  # type: ignore[operator]
     problems = state_dict_differences(model.state_dict(), ckpt["state_dict"])

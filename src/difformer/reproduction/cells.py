@@ -55,6 +55,7 @@ class Cell:
     measured: str | None = None  # "<date>, <machine>" of a done cell's record
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    budget: list[str] | None = None  # the --set options of a record at a reduced budget
 
     @property
     def name(self) -> str:
@@ -95,6 +96,22 @@ def refresh(cell: Cell) -> Cell:
     return cell
 
 
+def reduced_budget(cell: Cell) -> Cell:
+    """A cell not done at its own settings whose record was measured with other ``--set``
+    options (fewer runs or epochs) shows that record's numbers marked with those options,
+    and stays to be run at its own settings."""
+    record = None if cell.record is None else records.read_record(cell.record)
+    if cell.status == "done" or record is None or record.get("config_hash") == cell.config_hash:
+        return cell
+    overrides = [str(o) for o in record.get("overrides") or []]
+    if config_hash(compose_cell(cell.experiment, overrides)) != record.get("config_hash"):
+        return cell  # measured with settings this cell can no longer express
+    cell.budget, cell.summary = overrides, record["summary"]
+    cell.measured = f"{record['measured_on']}, {record['machine']}"
+    cell.notes = [n for n in cell.notes if not n.startswith("the result recorded")]
+    return cell
+
+
 def plan(table: str, out_dir: Path, extra: list[str], records_dir: Path) -> list[Cell]:
     group = table_group(table)
     cells = []
@@ -103,9 +120,6 @@ def plan(table: str, out_dir: Path, extra: list[str], records_dir: Path) -> list
         cfg = compose_cell(experiment, extra)
         paper = to_dict(cfg.get("paper"))
         record = records.record_path(records_dir, path.stem)
-        cells.append(
-            refresh(
-                Cell(experiment, out_dir / path.stem, config_hash(cfg), paper, record, list(extra))
-            )
-        )
+        cell = Cell(experiment, out_dir / path.stem, config_hash(cfg), paper, record, list(extra))
+        cells.append(reduced_budget(refresh(cell)))
     return cells

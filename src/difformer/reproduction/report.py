@@ -47,28 +47,21 @@ def row(cell: Cell) -> dict:
     }
     s = cell.summary
     if cell.status == "done" and s:
-        k = scale(cell)
-        # the paper's convention: the official spatial-temporal script reports ddof 0
-        population = s.get("paper_std_ddof") == 0 and "test_std_population" in s
-        std = s["test_std_population"] if population else s.get("test_std")
-        out.update(
-            ours_mean=k * s["test_mean"],
-            ours_std=None if std is None else k * std,
-            n_runs=s["n_runs"],
-            ddof=0 if population else s.get("std_ddof"),
-            wall_seconds=s.get("wall_seconds"),
-        )
+        out.update(_measured(cell, s))
         if p.get("mean") is not None:
             out["diff"] = out["ours_mean"] - p["mean"]
         out["verdict"] = verdict(out["ours_mean"], out["ours_std"], p.get("mean"), p.get("std"))
-        out["note"] = s.get("report_note")
-        if str(s.get("device", "cpu")).startswith("cuda"):  # not this table's CPU machine
-            out["note"] = "; ".join(filter(None, [out["note"], "measured on a GPU (see README)"]))
-        if population:
-            out["note"] = f"{out['note']}; std with ddof 0 (population), as the official script"
+        out["note"] = _notes(s, s.get("paper_std_ddof") == 0 and "test_std_population" in s)
         if out["verdict"] == "outside":  # the cause found, or "unknown" and what was ruled out
             why = p.get("outside_note") or "cause: not investigated (no paper.outside_note)"
             out["note"] = "; ".join(filter(None, [why, out["note"]]))
+    elif cell.budget is not None and s:
+        # measured, but not at the cell's own settings: the numbers with their budget, no
+        # verdict against the paper (make reproduce still runs the cell in full)
+        out.update(_measured(cell, s), status="reduced", verdict="reduced budget")
+        out["note"] = "; ".join(
+            filter(None, ["reduced budget: " + " ".join(cell.budget), _notes(s, False)])
+        )
     elif cell.status == "unavailable":
         out["verdict"] = "not run: data unavailable"
         out["note"] = "; ".join(cell.notes) or cell.error
@@ -76,6 +69,30 @@ def row(cell: Cell) -> dict:
         out["verdict"] = f"not run: {cell.status}"
         out["note"] = "; ".join(filter(None, [cell.error, *cell.notes])) or None
     return out
+
+
+def _measured(cell: Cell, s: dict) -> dict:
+    """Mean, std (in the table's unit), runs, ddof and wall time of a measured summary."""
+    k = scale(cell)
+    # the paper's convention: the official spatial-temporal script reports ddof 0
+    population = s.get("paper_std_ddof") == 0 and "test_std_population" in s
+    std = s["test_std_population"] if population else s.get("test_std")
+    return {
+        "ours_mean": k * s["test_mean"],
+        "ours_std": None if std is None else k * std,
+        "n_runs": s["n_runs"],
+        "ddof": 0 if population else s.get("std_ddof"),
+        "wall_seconds": s.get("wall_seconds"),
+    }
+
+
+def _notes(s: dict, population: bool) -> str | None:
+    note = s.get("report_note")
+    if str(s.get("device", "cpu")).startswith("cuda"):  # not this table's CPU machine
+        note = "; ".join(filter(None, [note, "measured on a GPU (see README)"]))
+    if population:
+        note = f"{note}; std with ddof 0 (population), as the official script"
+    return note
 
 
 def _fmt(mean, std, digits):

@@ -114,6 +114,7 @@ def make_checkpoint(
     split_seed,
     metrics,
     config,
+    input_transform=None,
 ) -> dict:
     return {
         "format": FORMAT,
@@ -128,6 +129,7 @@ def make_checkpoint(
             "split_fingerprint": split_fingerprint,
             "run": run,
             "split_seed": split_seed,
+            "input_transform": input_transform,  # statistics fitted on this run's train part
         },
         "metrics": metrics,
         "seed": seed,

@@ -292,6 +292,7 @@ class TrainingRun:
                 split_seed=s.split_seed,
                 metrics=task.checkpoint_metrics(record),
                 config=s.config,
+                input_transform=task.input_transform(self.split),
             )
         self.save_last(epoch, finished=True, record=record)
         loop.logger.run_finished(record)

@@ -102,6 +102,16 @@ class Task(ABC):
     def split_fingerprint(self, split) -> str:
         return split_fingerprint(split)
 
+    def input_transform(self, split) -> dict | None:
+        """The statistics, fitted on ``split``'s train part, that the inputs are transformed
+        with (recorded in every checkpoint); None: the inputs are used as loaded."""
+        return None
+
+    def use_input_transform(self, split, state: dict | None) -> None:
+        """Eval mode: transform ``split``'s inputs with the statistics a checkpoint recorded
+        (None: as loaded) instead of fitting them again."""
+        return None
+
     @abstractmethod
     def epoch_runner(self, model, optimizer, split, run: int):
         """An object whose ``train_epoch(epoch, progress)`` returns the mean training loss and

@@ -5,13 +5,16 @@ carried across a resume) and cut into ``trainer.batch_size`` graphs per optimize
 ``DataLoader`` collates them into one disjoint graph with a ``batch`` vector). Loss and metric
 come from the dataset: multi-task BCE over the known labels with ogb's Evaluator (ROC-AUC for
 molhiv, AP for molpcba), cross-entropy and accuracy (TU), L1 and MAE (ZINC). Evaluation runs
-the same batches in eval mode over the train, valid and test graphs.
+the same batches in eval mode over the train, valid and test graphs. Continuous node
+attributes are scaled with statistics fitted on each split's train graphs
+(:mod:`difformer.data.scaling`, ``dataset.scale``).
 """
 
 from __future__ import annotations
 
 import torch
 
+from ...data.scaling import Standardiser, scaled_graphs
 from ..metrics import METRICS, with_auxiliary_loss
 from .base import Task
 
@@ -102,18 +105,42 @@ class GraphTask(Task):
         # graph batches are evaluated where they train (trainer.eval_device is not a key here)
         super().__init__(dataset, spec, settings, device, None, rank, world)
         self.batch_size = self.trainer.batch_size or 32
+        # split fingerprint -> (its scaler, every graph scaled by it), fitted once per split
+        self._prepared: dict[str, tuple[Standardiser | None, list]] = {}
 
     def model_inputs(self) -> dict:
         return self.dataset.model_inputs()
 
-    def _graphs(self, index) -> list:
-        return [self.dataset.graphs[i] for i in index.tolist()]
+    def _prepare(self, split) -> tuple[Standardiser | None, list]:
+        key = self.split_fingerprint(split)
+        if key not in self._prepared:
+            d, scaler = self.dataset, None
+            if d.scale == "standard" and d.continuous:
+                train_x = torch.cat([d.graphs[i].x for i in split.train.tolist()])
+                scaler = Standardiser.fit(train_x, d.continuous)
+            self._prepared[key] = (scaler, scaled_graphs(d.graphs, scaler))
+        return self._prepared[key]
+
+    def input_transform(self, split) -> dict | None:
+        scaler = self._prepare(split)[0]
+        return None if scaler is None else scaler.to_dict()
+
+    def use_input_transform(self, split, state: dict | None) -> None:
+        scaler = None if state is None else Standardiser.from_dict(state)
+        self._prepared[self.split_fingerprint(split)] = (
+            scaler,
+            scaled_graphs(self.dataset.graphs, scaler),
+        )
+
+    def _graphs(self, split, part: str) -> list:
+        graphs = self._prepare(split)[1]
+        return [graphs[i] for i in getattr(split, part).tolist()]
 
     def epoch_runner(self, model, optimizer, split, run: int):
         return GraphEpoch(
             model,
             optimizer,
-            self._graphs(split.train),
+            self._graphs(split, "train"),
             self.batch_size,
             self.loss_fn,
             self.device,
@@ -125,9 +152,7 @@ class GraphTask(Task):
         fn, scores = METRICS[self.metric], {}
         parts = ("train", "valid", "test") if self.trainer.eval_train else ("valid", "test")
         for part in parts:
-            pred, y = predict_all(
-                model, self._graphs(getattr(split, part)), self.batch_size, self.device
-            )
+            pred, y = predict_all(model, self._graphs(split, part), self.batch_size, self.device)
             scores[part] = fn(pred, y)
             if part == "valid":
                 scores["valid_loss"] = self.loss_fn(pred, y).item() if len(y) else float("nan")
