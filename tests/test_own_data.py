@@ -37,8 +37,9 @@ def test_the_readme_example_trains_and_evaluates(tmp_path):
     data = dict(np.load(tmp_path / "my_graph.npz"))
     data["x"][0, 0] += 1.0
     np.savez(tmp_path / "my_graph.npz", **data)
-    proc = train_py("mode=eval", "checkpoint=runs/mine/checkpoints/run0.pt",
-                    "hydra.run.dir=runs/mine-eval2", cwd=tmp_path, check=False)
+    proc = train_py("mode=eval", "checkpoint=runs/mine/checkpoints/run0.pt", "dataset=npz",
+                    "dataset.path=my_graph.npz", "hydra.run.dir=runs/mine-eval2", cwd=tmp_path,
+                    check=False)
     assert proc.returncode == 2
     assert "does not match" in proc.stderr and "x: checkpoint=" in proc.stderr
 
@@ -98,7 +99,7 @@ def test_own_data_errors_name_the_problem(tmp_path):
     np.savez(tmp_path / "bad.npz", x=np.zeros((3, 2)))
     proc = train_py("dataset=npz", f"dataset.path={tmp_path / 'bad.npz'}",
                     f"hydra.run.dir={tmp_path / 'b'}", check=False)
-    assert "error: dataset=npz: the file needs arrays 'x' and 'y' (has x)" in proc.stderr
+    assert f"error: {tmp_path / 'bad.npz'}: the file needs arrays 'x' and 'y' (has x)" in proc.stderr
 
 
 def test_your_own_model_and_loader_classes_without_a_fork(tmp_path):
@@ -133,10 +134,20 @@ def test_your_own_model_and_loader_classes_without_a_fork(tmp_path):
     assert summary["model"] == "mine.TwoLayer" and summary["test_mean"] >= 0.7  # chance: 0.33
     ckpt = torch.load(run_dir / "checkpoints/run0.pt", weights_only=True)
     assert ckpt["model"]["kwargs"]["width"] == 32
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "mode=eval",
-                           f"checkpoint={run_dir / 'checkpoints/run0.pt'}",
-                           f"hydra.run.dir={tmp_path / 'eval'}"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    evaluate = [sys.executable, str(REPO / "train.py"), "mode=eval",
+                f"checkpoint={run_dir / 'checkpoints/run0.pt'}"]
+    # the checkpoint names code: imported only when the command line names it too
+    proc = subprocess.run([*evaluate, f"hydra.run.dir={tmp_path / 'refused'}"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: {run_dir / 'checkpoints/run0.pt'} names the model class 'mine.TwoLayer', "
+        "which is not one of this package's models: pass model=custom "
+        "model._target_=mine.TwoLayer to import it, or add eval_trust_checkpoint=true if you "
+        "trust this file\n")
+    proc = subprocess.run([*evaluate, "model=custom", "model._target_=mine.TwoLayer",
+                           "dataset=custom", "dataset._target_=mine.blobs",
+                           "+dataset.blob_seed=1", f"hydra.run.dir={tmp_path / 'eval'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "eval/eval.json").read_text())["test"] == \
         summary["runs"][0]["test"]

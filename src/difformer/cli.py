@@ -11,6 +11,7 @@ with the last checkpoint saved (rerun the same command to continue).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from omegaconf import DictConfig
 from .config.core import CONFIG_DIR, ConfigError, declared_keys, register_resolvers, undeclared_key
 from .runs.rundir import CONFIG, STATUS, read_json, remove_if_untouched
 from .system.allocator import AllocatorError, reexec_if_requested
+from .system.processes import die_with_parent
 
 register_resolvers()
 
@@ -33,6 +35,28 @@ GROUPS = ("dataset", "model", "trainer", "logger", "paths", "recipe", "experimen
 def group_options(group: str) -> list[str]:
     root = CONFIG_DIR / group
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def unwritable(argv: list[str]) -> str | None:
+    """Where the run directory would go, if it cannot be written (Hydra would fail there
+    with a traceback before our code runs): a read-only file system or a forbidden folder."""
+
+    values = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
+    multirun = "-m" in argv or "--multirun" in argv
+    target = values.get("hydra.sweep.dir" if multirun else "hydra.run.dir") or values.get(
+        "paths.output_dir", os.environ.get("DIFFORMER_OUTPUT", "outputs")
+    )
+    path = Path(target.split("${", 1)[0] or ".").absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if os.access(path, os.W_OK):
+        return None
+    read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    return (
+        f"cannot write the run directory {target}: {path} is on a read-only file system"
+        if read_only
+        else f"cannot write the run directory {target}: permission denied on {path}"
+    ) + " (choose another with hydra.run.dir=...)"
 
 
 def preflight(argv: list[str]) -> str | None:
@@ -74,11 +98,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     # start-up time: torch, PyG and the modes are imported once the command line is checked
-    from .data import DataError, DatasetUnavailable
-    from .data.safe_pickle import UnsafeDataFile
     from .invocation import record_failure, run
     from .train.checkpoint import CheckpointError
-    from .train.lifecycle import Interrupted, NonFiniteLoss
+    from .train.lifecycle import Interrupted
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -90,7 +112,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         if bad_input and not multirun:
             remove_if_untouched(run_dir)
         elif not isinstance(err, SystemExit):
-            record_failure(run_dir, cfg, err)
+            try:
+                record_failure(run_dir, cfg, err)
+            except OSError:  # a full or read-only disk: the message below still says why
+                pass
         if isinstance(err, Interrupted):
             if err.forward is not None:  # a scheduler's wrapper asked: it requeues and exits
                 print(
@@ -115,14 +140,51 @@ def _hydra_main(cfg: DictConfig) -> float | None:
                 flush=True,
             )
             return None
-        if bad_input or isinstance(err, (DataError, DatasetUnavailable, UnsafeDataFile)):
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(2)
-        if isinstance(err, NonFiniteLoss):
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(1)
-        raise
+        known = outcome(err)
+        if known is None:
+            raise
+        print(known[1], file=sys.stderr, flush=True)
+        sys.exit(known[0])
     return result.get("valid_mean")
+
+
+def outcome(err: BaseException) -> tuple[int, str] | None:
+    """The exit code and the one line of an error the command line reports without a
+    traceback: 2 for bad input (settings, data, checkpoints), 1 for a diverged run or a
+    full / read-only disk; None for anything else (a bug: its traceback is shown)."""
+    from .data import DataError, DatasetUnavailable
+    from .data.safe_pickle import UnsafeDataFile
+    from .train.checkpoint import CheckpointError
+    from .train.lifecycle import NonFiniteLoss
+
+    if isinstance(
+        err, (ConfigError, CheckpointError, DataError, DatasetUnavailable, UnsafeDataFile)
+    ):
+        return 2, f"error: {err}"
+    if isinstance(err, NonFiniteLoss):
+        return 1, f"error: {err}"
+    if isinstance(err, OSError):
+        return 1, f"error: {os_error_line(err)}"
+    return None
+
+
+def os_error_line(err: OSError) -> str:
+    """A full disk, a read-only or forbidden path: what happened to which file, and that the
+    files already written are intact (every write is atomic; a rerun resumes)."""
+    import errno
+
+    where = err.filename or "a file of the run"
+    what = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+    }.get(err.errno or 0, err.strerror or type(err).__name__)
+    return (
+        f"{what}: {where} ({type(err).__name__}); the files already written are intact: fix "
+        "it and run the same command again to resume"
+    )
 
 
 class MultirunReport(Callback):
@@ -193,17 +255,22 @@ def _resume_argv(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    die_with_parent()  # started by reproduce.py / search_baselines.py: end when it ends
     try:
         reexec_if_requested()  # DIFFORMER_ALLOCATOR=mimalloc: this command again, preloaded
     except AllocatorError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
     argv = _resume_argv(sys.argv[1:])
-    problem = preflight(argv)
+    problem = preflight(argv) or unwritable(argv)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr, flush=True)
         sys.exit(2)
     sys.argv = [sys.argv[0], *argv]
+    # your own classes (model._target_=my_pkg.Net) are found in the folder you run from, as
+    # with python -m; appended, so nothing there can shadow a library module
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")(_hydra_main)()
 
 

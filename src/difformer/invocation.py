@@ -21,7 +21,7 @@ from .modes import evaluate, inspect, train
 from .runs import rundir
 from .runs.files import write_text
 from .train import distributed
-from .train.checkpoint import load_checkpoint
+from .train.checkpoint import OFFICIAL_FORMAT, load_checkpoint
 from .train.lifecycle import Interrupted
 from .train.tasks import TASKS
 
@@ -34,6 +34,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         train.check_trainer(settings, probe)  # before the run directory is touched
     if distributed.rank() > 0:  # torchrun: rank 0 owns the run directory
         return train.train(settings, probe, run_dir)
+    if settings.mode != "train":
+        return _run(cfg, settings, probe, run_dir)
+    with rundir.RunDirLock(run_dir):  # one command per run directory
+        rundir.remove_orphans(run_dir)
+        return _run(cfg, settings, probe, run_dir)
+
+
+def _run(cfg: DictConfig, settings: Settings, probe, run_dir: Path) -> dict:
     if settings.mode == "train":
         state = rundir.read_state(run_dir, settings.config_hash) if settings.resume else None
         if state is not None and state.state == "finished":
@@ -50,6 +58,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     ckpt = None
     if settings.mode in ("eval", "inspect"):  # a bad checkpoint is refused before any write
         ckpt = load_checkpoint(str(settings.checkpoint))  # resolve() checked it is a file
+        if ckpt["format"] != OFFICIAL_FORMAT and not settings.eval_trust_checkpoint:
+            evaluate.refuse_code_and_files(settings, ckpt)
     threads = settings.threads or parallel_job_threads()
     if threads:
         import torch  # already imported by the modes; named here for set_num_threads

@@ -14,10 +14,12 @@ from omegaconf import OmegaConf
 
 from .invocation import record_failure, run
 from .runs.rundir import JOB
+from .system.processes import die_with_parent
 from .train.lifecycle import Interrupted
 
 
 def main(argv: list[str]) -> int:
+    die_with_parent()  # the parent asked: end when it ends, even by SIGKILL
     wdir = Path(argv[0])
     cfg = OmegaConf.load(wdir / JOB)
     try:

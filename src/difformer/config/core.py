@@ -61,6 +61,7 @@ VOLATILE_KEYS = (
     "mode",
     "checkpoint",
     "eval_allow_mismatch",
+    "eval_trust_checkpoint",
     "threads",
     "resume",
     "paper",

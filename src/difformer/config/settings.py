@@ -7,6 +7,7 @@ fields instead of the raw config.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -52,7 +53,15 @@ def _integer(value, key: str, minimum: int | None = None, allow_null: bool = Fal
 def _number(value, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
     return float(value)
+
+
+def _positive(value, key: str) -> float:
+    number = _number(value, key)
+    check(number > 0, f"{key} must be > 0, got {value!r}")
+    return number
 
 
 def _boolean(value, key: str) -> bool:
@@ -69,6 +78,17 @@ def _device(value, key: str, allow_null: bool = False) -> str | None:
         value in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", value) is not None,
         f"{key}={value} is not allowed; use auto, cpu, cuda or cuda:N",
     )
+    if value.startswith("cuda"):
+        import torch  # (already imported with the models)
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(value.split(":")[1]) if ":" in value else 0
+        check(
+            index < count,
+            f"{key}={value} but "
+            + ("CUDA is not available here" if count == 0 else f"there are {count} CUDA devices")
+            + ": use auto or cpu",
+        )
     return value
 
 
@@ -157,7 +177,7 @@ def trainer_settings(node) -> TrainerSettings:
         checkpoint_every=_integer(
             get("checkpoint_every"), "trainer.checkpoint_every", 1, allow_null=True
         ),
-        checkpoint_seconds=_number(get("checkpoint_seconds", 60.0), "trainer.checkpoint_seconds"),
+        checkpoint_seconds=_positive(get("checkpoint_seconds", 60.0), "trainer.checkpoint_seconds"),
         log_every=parse_log_every(get("log_every", "30s")),
         profile_epochs=_integer(
             get("profile_epochs"), "trainer.profile_epochs", 1, allow_null=True
@@ -224,6 +244,7 @@ class Settings:
     logger: dict = field(repr=False)  # the logger backends and their options
     checkpoint: str | None = None
     eval_allow_mismatch: bool = False
+    eval_trust_checkpoint: bool = False
     resume: bool = True
     threads: int | None = None
     plateau: dict | None = field(default=None, repr=False)  # ReduceLROnPlateau keywords
@@ -283,6 +304,12 @@ def resolve(cfg: DictConfig, tasks: Mapping[str, Any]) -> Settings:
     )
     plateau = plateau_settings(cfg.optim)
     seed = _integer(cfg.get("seed"), "seed", 0)
+    runs = int(cfg.trainer.runs) if isinstance(cfg.trainer.get("runs"), int) else 1
+    # run r is seeded seed + r, and numpy takes seeds below 2^32: larger ones would alias
+    check(
+        seed + runs <= 2**32,
+        f"seed={seed} is too large: seed + trainer.runs must be at most 2^32 = {2**32}",
+    )
     split_seed = _integer(cfg.dataset.get("split_seed"), "dataset.split_seed", 0, allow_null=True)
     model = to_dict(cfg.model)
     name = model.pop("_target_", None) or model.pop("name", None)  # _target_: your own class
@@ -311,14 +338,36 @@ def resolve(cfg: DictConfig, tasks: Mapping[str, Any]) -> Settings:
         logger=config.get("logger") or {},
         checkpoint=None if checkpoint is None else str(checkpoint),
         eval_allow_mismatch=bool(cfg.get("eval_allow_mismatch", False)),
+        eval_trust_checkpoint=_boolean(
+            cfg.get("eval_trust_checkpoint", False), "eval_trust_checkpoint"
+        ),
         resume=bool(cfg.get("resume", True)),
         threads=_integer(cfg.get("threads"), "threads", 1, allow_null=True),
     )
 
 
+def check_model_flags(name: str, kwargs: dict) -> None:
+    """Switches are true or false: a keyword whose default in the model class is a bool, or
+    whose name says it is one (``use_*``: forwarded through ``**kwargs`` by wrappers such as
+    the graph-level DIFFormer). ``use_bn=2`` would otherwise be taken as true in silence."""
+    import inspect
+
+    from ..models import MODELS, model_class
+
+    defaults = {}
+    if name in MODELS:
+        params = inspect.signature(model_class(name)).parameters.values()
+        defaults = {p.name: p.default for p in params}
+    for key, value in kwargs.items():
+        flag = isinstance(defaults.get(key), bool) or key.startswith("use_")
+        if flag and value is not None and not isinstance(value, bool):
+            raise ConfigError(f"model.{key} must be true or false, got {value!r}")
+
+
 def build_probe(settings: Settings):
     """The model built once with placeholder sizes: its constructor checks its own keywords
     (kernel, layers, alpha, ...) and it declares what it needs from the data."""
+    check_model_flags(settings.model_name, settings.model_kwargs)
     try:
         return build_model(settings.model_name, 1, 1, **settings.model_kwargs)
     except (ValueError, TypeError) as err:

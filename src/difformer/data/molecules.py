@@ -158,10 +158,7 @@ def featurise(path: Path, smiles_col: str, target_cols: list[str], cache: Path, 
         if g is None:
             bad.append(i)
             continue
-        g["y"] = np.array(
-            [float(row[c]) if row[c].strip() != "" else math.nan for c in target_cols],
-            dtype=np.float32,
-        )
+        g["y"] = np.array([_target(path, i, c, row[c]) for c in target_cols], dtype=np.float32)
         graphs.append(g)
         smiles.append(row[smiles_col])
     if bad:
@@ -174,6 +171,42 @@ def featurise(path: Path, smiles_col: str, target_cols: list[str], cache: Path, 
             arrays[f"split_{part}"] = idx
     save_npz(cached, arrays)
     return arrays
+
+
+def _target(path: Path, row: int, column: str, text: str) -> float:
+    """One target cell: a number, or empty for a missing label (NaN)."""
+    if text.strip() == "":
+        return math.nan
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise DataError(
+            f"{path}: row {row + 2}, column {column!r} holds {text!r}; a target is a finite "
+            "number, or empty for a missing label"
+        )
+    return value
+
+
+def _check_targets(name: str, y: np.ndarray, task: str, splits, targets) -> None:
+    """Each classification target has both classes; no split part is empty."""
+    if task == "classification":
+        for t in range(y.shape[1]):
+            known = np.unique(y[~np.isnan(y[:, t]), t])
+            if known.size < 2:
+                raise DataError(
+                    f"{name}: target {targets[t]!r} holds only class "
+                    f"{', '.join(f'{v:g}' for v in known) or 'none'} among its labels; "
+                    "ROC-AUC needs both 0 and 1"
+                )
+    split = splits.split(0, 0)
+    for part in ("train", "valid", "test"):
+        if len(getattr(split, part)) == 0:
+            raise DataError(
+                f"{name}: the {splits.description} of {y.shape[0]} molecule(s) leaves "
+                f"the {part} part empty; use more molecules (or dataset.split=random)"
+            )
 
 
 def _task_of(y: np.ndarray, declared: str | None) -> str:
@@ -251,7 +284,10 @@ def load_smiles_csv(name: str, opts, root: DataRoot) -> GraphDataset:
     if split not in ("scaffold", "random"):
         raise DataError(f"dataset.split={split} is not allowed; use scaffold or random")
     arrays = featurise(path, str(opts.smiles_col), targets, root.cache_dir / "molecules", split)
-    return molecule_dataset(str(opts.get("label") or path.stem), arrays, split, opts)
+    dataset = molecule_dataset(str(opts.get("label") or path.stem), arrays, split, opts)
+    task = "classification" if dataset.loss == "bce_masked" else "regression"
+    _check_targets(str(path), arrays["y"], task, dataset.splits, targets)
+    return dataset
 
 
 OGB_METRICS = {"rocauc": "rocauc_molhiv", "ap": "ap_molpcba"}

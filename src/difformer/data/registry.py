@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import instances, large, loaders, molecules, own, temporal, tu
+from . import instances, large, loaders, molecules, own, temporal, tu, validation
 from .base import NodeDataset
 from .graphs import GraphDataset, with_positional_encodings
 from .sources import DataRoot
@@ -293,6 +293,8 @@ def load_dataset(
     spec = get_spec(registry_name(opts))
     name = str(opts.get("_target_") or opts.name)
     dataset = spec.loader(name, opts, root)
+    if "." in spec.name and isinstance(dataset, NodeDataset):  # your own loader's result
+        validation.check_node_dataset(f"dataset._target_={spec.name}", dataset)
     decided = {k: getattr(dataset, k, None) for k in ("loss", "metric")}
     decided = {k: v for k, v in decided.items() if v is not None}
     return dataset, (dataclasses.replace(spec, **decided) if decided else spec)  # type: ignore[arg-type]

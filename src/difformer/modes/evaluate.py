@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from ..config.core import ConfigError
 from ..config.settings import Settings
 from ..data import DataRoot, NodeDataset, load_dataset, prepare_for_model
-from ..models import build_model
+from ..models import MODELS, build_model
 from ..runs import rundir
 from ..runs.files import write_json
 from ..train.checkpoint import (
@@ -58,11 +58,47 @@ def _write(run_dir: Path, result: dict) -> None:
     write_json(run_dir / rundir.EVAL, result)
 
 
+FILE_KEYS = ("path", "nodes", "edges")  # dataset keys that name a file to read
+
+
+def refuse_code_and_files(settings: Settings, ckpt: dict) -> None:
+    """A checkpoint is data: it may not pick the code that runs or the files that are read.
+    A model class outside the registry, a dataset ``_target_`` (your own loader) or a data
+    file recorded in it is used only when the command line names it too, or with
+    ``eval_trust_checkpoint=true``."""
+    opt_in = "or add eval_trust_checkpoint=true if you trust this file"
+    name = str(ckpt["model"]["name"])
+    if name not in MODELS and settings.model_name != name:
+        raise CheckpointError(
+            f"{settings.checkpoint} names the model class {name!r}, which is not one of "
+            f"this package's models: pass model=custom model._target_={name} to import it, "
+            f"{opt_in}"
+        )
+    if dataset_overridden():
+        return  # the command line chose the data
+    recorded = ckpt["dataset"]["config"] or {}
+    target = recorded.get("_target_")
+    if target:
+        raise CheckpointError(
+            f"{settings.checkpoint} reads its data with your loader {target} (recorded in the "
+            f"file): pass dataset=custom dataset._target_={target} to run it, {opt_in}"
+        )
+    files = [f"dataset.{k}={recorded[k]}" for k in FILE_KEYS if recorded.get(k)]
+    if files:
+        loader = recorded.get("name") or recorded.get("loader")
+        raise CheckpointError(
+            f"{settings.checkpoint} reads the file(s) {', '.join(files)} (recorded in the "
+            f"checkpoint): pass dataset={loader} {' '.join(files)} to confirm, {opt_in}"
+        )
+
+
 def rebuild(settings: Settings, ckpt: dict):
     """Model (weights loaded), dataset, task and split of one of our checkpoints, rebuilt from
     the file alone (or on the command line's dataset) and checked against its fingerprints;
     returns them with the list of mismatches (refused unless ``eval_allow_mismatch``)."""
     recorded = ckpt["dataset"]
+    if not settings.eval_trust_checkpoint:  # (invocation.run checked before any write)
+        refuse_code_and_files(settings, ckpt)
     dataset_cfg = settings.dataset if dataset_overridden() else OmegaConf.create(recorded["config"])
     root = DataRoot.from_config(settings.paths)
     dataset, spec = load_dataset(dataset_cfg, root)

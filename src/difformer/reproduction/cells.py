@@ -12,8 +12,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from ..config.core import CONFIG_DIR, config_hash, register_resolvers, to_dict
-from ..config.settings import normalise
+from ..config.core import CONFIG_DIR, ConfigError, config_hash, register_resolvers, to_dict
+from ..config.settings import normalise, resolve
 from ..runs.rundir import read_state
 from ..train.tasks import TASKS
 from . import records
@@ -110,6 +110,20 @@ def reduced_budget(cell: Cell) -> Cell:
     cell.measured = f"{record['measured_on']}, {record['machine']}"
     cell.notes = [n for n in cell.notes if not n.startswith("the result recorded")]
     return cell
+
+
+def check_overrides(cells: list[Cell], extra: list[str]) -> None:
+    """The ``--set`` options resolve to valid settings in every cell to run (ConfigError,
+    one line naming the option, before anything runs)."""
+    for cell in cells:
+        try:
+            resolve(compose_cell(cell.experiment, extra), TASKS)
+        except (ConfigError, ValueError) as err:
+            sets = " ".join(f"--set {o}" for o in extra)
+            raise ConfigError(f"{sets}: cell {cell.name}: {err}") from err
+        except Exception as err:  # noqa: BLE001 - Hydra's own errors for unknown keys
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"--set {' '.join(extra)}: {reason}") from err
 
 
 def plan(table: str, out_dir: Path, extra: list[str], records_dir: Path) -> list[Cell]:

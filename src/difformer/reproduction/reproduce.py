@@ -18,8 +18,9 @@ import signal
 import sys
 from pathlib import Path
 
+from ..config.core import ConfigError
 from ..system import processes
-from .cells import REPO, Cell, plan, refresh, table_group
+from .cells import REPO, Cell, check_overrides, plan, refresh, table_group
 from .report import update_readme, write_report
 
 
@@ -88,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     group = table_group(args.table)
     root = Path(args.out or REPO / "reproduction").resolve()
     out_dir = root / "runs" / group.rsplit("/", 1)[-1]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cells = plan(args.table, out_dir, args.set, root / "results" / out_dir.name)
+    try:
+        cells = plan(args.table, out_dir, args.set, root / "results" / out_dir.name)
+    except Exception as err:  # noqa: BLE001 - an --set Hydra cannot compose
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: --set {' '.join(args.set)}: {reason}", file=sys.stderr)
+        return 2
     names = {c.name for c in cells}
     unknown = sorted(set(args.only) - names)
     if unknown:
@@ -102,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         for c in cells
         if c.status in ("pending", "changed") and (not args.only or c.name in args.only)
     ]
+    if todo and not args.report_only and args.set:
+        try:
+            check_overrides(todo, args.set)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    out_dir.mkdir(parents=True, exist_ok=True)
     skipped = [c for c in cells if c not in todo]
     print(
         f"{len(cells)} cells: {len(todo)} to run, {len(skipped)} skipped "
@@ -130,7 +142,18 @@ def main(argv: list[str] | None = None) -> int:
         update_readme(REPO / "README.md", report)
     print(report.read_text())
     print(f"report: {report}")
-    return code if processes.stopped_by(code) == signal.SIGTERM else 0
+    if processes.stopped_by(code) == signal.SIGTERM:
+        return code
+    ran = {c.name for c in todo} if todo and not args.report_only else set()
+    failed = [c for c in cells if c.name in ran and c.status != "done"]
+    if failed:
+        print(
+            f"error: {len(failed)} cell(s) did not finish: "
+            + "; ".join(f"{c.name}: {c.error or c.status}" for c in failed),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

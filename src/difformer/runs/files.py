@@ -33,9 +33,14 @@ def _atomic(path: Path, write) -> None:
             os.fchmod(f.fileno(), FILE_MODE)
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        # a full disk inside torch.save surfaces as a RuntimeError whose context is the
+        # OSError: report the OSError, with the file it was writing
+        cause = err if isinstance(err, OSError) else err.__context__
+        if isinstance(cause, OSError) and cause.errno is not None:
+            raise OSError(cause.errno, cause.strerror, str(path)) from err
         raise
 
 
@@ -67,13 +72,39 @@ def save_torch(path: Path, obj) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSON-lines file (none when it does not exist)."""
+    """The records of a JSON-lines file (none when it does not exist). A last line cut short
+    (a kill or a full disk in the middle of an append) is dropped: the run that wrote it
+    logs that epoch again when it resumes."""
     path = Path(path)
     if not path.exists():
         return []
-    return [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as err:
+            if number == len(lines):  # no newline after it: the torn tail of an append
+                break
+            raise ValueError(f"{path}, line {number}: not a JSON record ({err})") from err
+    return records
+
+
+def repair_tail(path: Path) -> None:
+    """Cut a JSON-lines file back to its last complete line (after a torn append)."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
 
 
 class JsonlWriter:
@@ -82,10 +113,11 @@ class JsonlWriter:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair_tail(self.path)  # never append after half a line
         self._f = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        self._f.write(json.dumps(_finite(record)) + "\n")
+        self._f.write(json.dumps(_finite(record)) + "\n")  # one write of one whole line
         self._f.flush()
 
     def keep(self, predicate) -> None:

@@ -14,10 +14,12 @@ States (:func:`read_state`):
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from omegaconf import OmegaConf
 
@@ -39,7 +41,9 @@ INSPECT_PLOTS = ("energy.png", "attention_share.png", "class_attention.png", "he
 PROFILE = ("profile.txt", "profile_trace.json")  # trainer.profile_epochs
 WORKERS = "workers"  # trainer.parallel_runs: one folder per worker process
 JOB = "job.yaml"  # a worker's settings (python -m difformer.worker)
+DATA = "data.json"  # the fingerprint of the data the runs train on (a resume compares it)
 RUN_OUTPUTS = (
+    DATA,
     SUMMARY,
     STATUS,
     METRICS,
@@ -56,6 +60,7 @@ RUN_OUTPUTS = (
 )
 # What Hydra writes into every run directory before our code runs: .hydra/ and an empty log.
 HYDRA_DIR = ".hydra"
+LOCK = ".lock"  # held (flock) by the command training into the directory
 
 
 def best_checkpoint(run_dir: Path, run: int) -> Path:
@@ -141,11 +146,16 @@ def move_aside(run_dir: Path) -> Path | None:
 
 
 def is_untouched(run_dir: Path) -> bool:
-    """True when ``run_dir`` holds only what Hydra wrote before our code ran."""
+    """True when ``run_dir`` holds only what Hydra wrote before our code ran (and a lock
+    file nobody holds)."""
     run_dir = Path(run_dir)
-    return run_dir.is_dir() and all(
-        p.name == HYDRA_DIR or (p.suffix == ".log" and p.stat().st_size == 0)
-        for p in run_dir.iterdir()
+    return (
+        run_dir.is_dir()
+        and all(
+            p.name in (HYDRA_DIR, LOCK) or (p.suffix == ".log" and p.stat().st_size == 0)
+            for p in run_dir.iterdir()
+        )
+        and not is_locked(run_dir)
     )
 
 
@@ -153,6 +163,102 @@ def remove_if_untouched(run_dir: Path) -> None:
     """A command rejected before any work leaves no run directory behind."""
     if is_untouched(run_dir):  # (its parent stays: it may be the user's own folder)
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+class RunDirLock:
+    """One command per run directory: an exclusive ``flock`` on ``<run_dir>/.lock``, held
+    while the command trains there and released by the kernel when its process ends, however
+    it ends (so a killed command never leaves a stale lock). Where ``fcntl`` is missing
+    (Windows) nothing is locked."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.file: IO[str] | None = None
+
+    def __enter__(self) -> RunDirLock:
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        f = open(self.run_dir / LOCK, "a+")  # noqa: SIM115 - held until __exit__
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "another process"
+            f.close()
+            from ..config.core import ConfigError
+
+            raise ConfigError(
+                f"{self.run_dir} is in use by another command ({owner}): wait for it to "
+                "end, or give this one its own hydra.run.dir"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        self.file = f
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()  # closing the descriptor releases the flock
+            self.file = None
+
+
+def is_locked(run_dir: Path) -> bool:
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    path = Path(run_dir) / LOCK
+    if not path.exists():
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
+def remove_orphans(run_dir: Path) -> list[Path]:
+    """Temporary files of atomic writes (``runs.files``) that a SIGKILL left behind; only
+    called while holding the directory's lock, so none is being written."""
+    run_dir = Path(run_dir)
+    orphans = [
+        p
+        for folder in (run_dir, run_dir / CHECKPOINTS)
+        if folder.is_dir()
+        for p in folder.glob(".*.tmp")
+    ]
+    for p in orphans:
+        p.unlink(missing_ok=True)
+    return orphans
+
+
+def check_data(run_dir: Path, fingerprint: dict, resume: bool) -> None:
+    """Refuse to resume runs trained on other data (a file changed in place keeps its path,
+    and so the settings hash); record the fingerprint for the next attempt."""
+    from ..data.sources import DataError
+
+    path = Path(run_dir) / DATA
+    recorded = read_json(path) if resume else None
+    current = json.loads(json.dumps(fingerprint))  # as it reads back
+    if recorded is not None and recorded != current:
+        changed = [
+            f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}"
+            for k in sorted(set(recorded) | set(current))
+            if recorded.get(k) != current.get(k)
+        ]
+        raise DataError(
+            f"{run_dir} holds runs trained on other data ({'; '.join(changed)}): run with the "
+            "data they were trained on, or add resume=false to start over (the old files are "
+            "moved aside)"
+        )
+    if recorded != current:
+        write_json(path, current)
 
 
 def write_status(run_dir: Path, status: str, settings_hash: str | None, **fields) -> None:

@@ -10,6 +10,7 @@ load with ``torch.load(weights_only=True)`` (no pickled code is ever executed):
 from __future__ import annotations
 
 import datetime
+import hashlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -44,6 +45,63 @@ def is_official_state_dict(obj) -> bool:
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or does not match the model or data it is used with."""
+
+
+CHECKSUM = "checksum"  # sha256 of the rest of the checkpoint's content (content_digest)
+
+
+def content_digest(obj) -> str:
+    """sha256 of a checkpoint's content: every tensor's dtype, shape and bytes and every other
+    value's repr, dict keys in sorted order. ``torch.load`` does not check the zip archive's
+    CRCs, so a flipped byte in a tensor would load silently; this digest, saved inside the
+    file, makes it a one-line refusal."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h, obj) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key in sorted(obj, key=repr):
+            _feed(h, key)
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{type(obj).__name__}{len(obj)}".encode())
+        for item in obj:
+            _feed(h, item)
+    else:
+        h.update(f"V{type(obj).__name__}:{obj!r};".encode())
+
+
+def with_checksum(payload: dict) -> dict:
+    return {**payload, CHECKSUM: content_digest(payload)}
+
+
+def verify_checksum(path: Path, payload: dict, action: str) -> dict:
+    """``payload`` without its checksum, refused when the content does not match it (files
+    written before checksums were added have none and are taken as they are)."""
+    payload = dict(payload)
+    expected = payload.pop(CHECKSUM, None)
+    if expected is not None and content_digest(payload) != expected:
+        raise CheckpointError(
+            f"{path} is damaged: its content does not match the checksum it was saved with "
+            f"({action})"
+        )
+    return payload
+
+
+def non_finite(state_dict: dict) -> list[str]:
+    """The floating-point tensors of ``state_dict`` holding NaN or inf."""
+    return [
+        k
+        for k, v in state_dict.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(v.isfinite().all())
+    ]
 
 
 LAST_FORMAT = "difformer-last"
@@ -82,7 +140,7 @@ class RunState:
 
 
 def save_last(run_dir: Path, state: RunState) -> None:
-    save_torch(rundir.last_checkpoint(run_dir, state.run), state.to_dict())
+    save_torch(rundir.last_checkpoint(run_dir, state.run), with_checksum(state.to_dict()))
 
 
 def load_last(run_dir: Path, run: int) -> RunState | None:
@@ -98,6 +156,7 @@ def load_last(run_dir: Path, run: int) -> RunState | None:
         ) from err
     if not isinstance(state, dict) or state.get("format") != LAST_FORMAT:
         raise CheckpointError(f"{path} is not a last checkpoint of this package")
+    state = verify_checksum(path, state, "move it away to start this run again")
     return RunState.from_dict(state)
 
 
@@ -142,7 +201,7 @@ def save_run_checkpoint(run_dir: Path, run: int, **fields) -> str:
     """Write run ``run``'s checkpoint to ``run_dir/checkpoints/run<run>.pt`` atomically and
     return its path; ``fields`` are :func:`make_checkpoint`'s keywords other than ``run``."""
     path = rundir.best_checkpoint(run_dir, run)
-    save_torch(path, make_checkpoint(run=run, **fields))
+    save_torch(path, with_checksum(make_checkpoint(run=run, **fields)))
     return str(path)
 
 
@@ -208,11 +267,18 @@ def load_checkpoint(path: str | Path) -> dict:
             f"{path} is neither a difformer checkpoint (no 'format': {FORMAT!r}) nor an "
             f"official DIFFormer state_dict (keys {', '.join(OFFICIAL_KEYS)})"
         )
+    ckpt = verify_checksum(path, ckpt, "use another checkpoint, or train again")
     missing = missing_fields(ckpt)
     if missing:
         raise CheckpointError(
             f"checkpoint {path} lacks the field(s) {', '.join(missing)}; "
             "it was not written by a complete run of this package"
+        )
+    bad = non_finite(ckpt["state_dict"])
+    if bad:
+        raise CheckpointError(
+            f"{path} holds NaN or inf weights ({len(bad)} tensor(s), first {bad[0]}); a "
+            "checkpoint of a diverged model is refused"
         )
     return ckpt
 

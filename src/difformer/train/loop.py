@@ -70,6 +70,8 @@ class RunLoop:
     def fit(self) -> tuple[list[dict], bool]:
         """All runs; returns their records and whether any was resumed."""
         records, resumed = [], False
+        if self.lead:
+            rundir.check_data(self.run_dir, self.data_fingerprint, self.settings.resume)
         with GracefulStop() as stop:
             # a parallel worker (train/parallel_runs.py) trains only its own runs
             run_ids = self.trainer.run_ids or range(self.trainer.runs)

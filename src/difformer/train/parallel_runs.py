@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..runs import rundir
 from ..runs.files import read_jsonl, write_text
 from ..runs.rundir import worker_dir
-from ..system.processes import stopped_by
+from ..system.processes import child_env, stopped_by
 from .checkpoint import load_last
 from .lifecycle import GracefulStop, Interrupted
 
@@ -115,7 +115,8 @@ class Workers:
                 )
                 self.procs[k] = subprocess.Popen(
                     [sys.executable, "-m", "difformer.worker", str(wdir)],
-                    env={**os.environ, "OMP_NUM_THREADS": str(per_worker)},
+                    # child_env: a SIGKILLed parent leaves no worker training
+                    env=child_env({**os.environ, "OMP_NUM_THREADS": str(per_worker)}),
                 )
         except BaseException:
             self.abort()
