@@ -100,6 +100,7 @@ def test_own_data_errors_name_the_problem(tmp_path):
     proc = train_py("dataset=npz", f"dataset.path={tmp_path / 'bad.npz'}",
                     f"hydra.run.dir={tmp_path / 'b'}", check=False)
     assert f"error: {tmp_path / 'bad.npz'}: the file needs arrays 'x' and 'y' (has x)" in proc.stderr
+    assert proc.returncode == 2 and not (tmp_path / "b").exists()  # bad data leaves no run dir
 
 
 def test_your_own_model_and_loader_classes_without_a_fork(tmp_path):

@@ -52,6 +52,8 @@ def test_a_resume_on_changed_data_is_refused_in_one_line(tmp_path):
     assert lines[0].endswith("or add resume=false to start over (the old files are moved "
                              "aside)")
     assert not (run / rundir.SUMMARY).exists() and (run / "checkpoints/run0_last.pt").exists()
+    status = json.loads((run / rundir.STATUS).read_text())
+    assert status["status"] == "failed" and status["error"].startswith("DataError: ")
     train_npz(tmp_path, "trainer.runs=2", "resume=false")
     assert json.loads((run / rundir.SUMMARY).read_text())["n_runs"] == 2
     assert list(run.glob("stale-*/checkpoints/run0_last.pt"))  # the old files, kept aside

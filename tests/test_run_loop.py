@@ -295,3 +295,31 @@ def test_the_loops_adam_equals_the_per_tensor_adam_bit_for_bit():
             opt.step()
     for (name, a), b in zip(ours.named_parameters(), plain.parameters()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("extra,signals,says", [
+    ([], 2, "stopped by SIGTERM twice: stopped at once: the last checkpoint saved before it is "
+            "kept; run the same command again"),
+    (["trainer.save_checkpoints=false"], 1,
+     "after epoch {epoch}: no checkpoint is kept (trainer.save_checkpoints=false): a rerun "
+     "starts over\n"),
+])
+def test_what_a_stop_says_of_the_checkpoint_is_true(tmp_path, extra, signals, says):
+    """A second SIGTERM stops at once (recorded as interrupted, not as a failure), and a run
+    that keeps no checkpoint never claims one was saved."""
+    args = ["model.hidden_channels=256", "model.num_layers=6", "trainer.runs=1",
+            "trainer.epochs=400", "trainer.progress=false", *extra, f"hydra.run.dir={tmp_path}"]
+    proc = start(*args)
+    wait_for_epoch(tmp_path, run=0, epoch=2, proc=proc)
+    for _ in range(signals):
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (out, err)
+    status = read(tmp_path / "status.json")
+    assert status["status"] == "interrupted" and status["signal"] == 15
+    if "{epoch}" in says:
+        last = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+        says = says.format(epoch=last[-1]["epoch"])
+        assert not (tmp_path / "checkpoints").exists()
+    assert says in err, err

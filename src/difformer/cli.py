@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from .config.core import CONFIG_DIR, ConfigError, declared_keys, register_resolvers, undeclared_key
-from .runs.rundir import CONFIG, STATUS, read_json, remove_if_untouched
+from .runs.rundir import CONFIG, STATUS, discard_attempt, is_locked, read_json
 from .system.allocator import AllocatorError, reexec_if_requested
 from .system.processes import die_with_parent
 
@@ -98,8 +98,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     # start-up time: torch, PyG and the modes are imported once the command line is checked
+    from .data import DatasetUnavailable
     from .invocation import record_failure, run
-    from .train.checkpoint import CheckpointError
     from .train.lifecycle import Interrupted
 
     hydra_cfg = HydraConfig.get()
@@ -108,26 +108,32 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         result = run(cfg, run_dir)
     except BaseException as err:
-        bad_input = isinstance(err, (ConfigError, CheckpointError))
-        if bad_input and not multirun:
-            remove_if_untouched(run_dir)
-        elif not isinstance(err, SystemExit):
+        # bad input (exit 2) leaves no run directory, unless it holds results of an earlier
+        # attempt; missing data is recorded (reproduce.py marks the cell unavailable)
+        known = outcome(err)
+        bad_input = known is not None and known[0] == 2
+        if bad_input and not multirun and not isinstance(err, DatasetUnavailable):
+            discard_attempt(run_dir)
+            # results of an earlier attempt stayed: its status says why this one stopped
+            # (never when another command holds the directory)
+            record = (run_dir / STATUS).exists() and not is_locked(run_dir)
+        else:
+            record = not isinstance(err, SystemExit)
+        if record:
             try:
                 record_failure(run_dir, cfg, err)
             except OSError:  # a full or read-only disk: the message below still says why
                 pass
         if isinstance(err, Interrupted):
             if err.forward is not None:  # a scheduler's wrapper asked: it requeues and exits
-                print(
-                    f"stopped by {err}: the last checkpoint is saved", file=sys.stderr, flush=True
-                )
+                print(f"stopped by {err}: {err.outcome()}", file=sys.stderr, flush=True)
                 err.forward()
-            print(
-                f"stopped by {err}: the last checkpoint is saved; run the same command "
-                f"again (or add resume={run_dir}) to continue",
-                file=sys.stderr,
-                flush=True,
+            resume = (
+                ""
+                if err.saved == "none"
+                else f"; run the same command again (or add resume={run_dir}) to continue"
             )
+            print(f"stopped by {err}: {err.outcome()}{resume}", file=sys.stderr, flush=True)
             sys.exit(err.exit_code)
         if isinstance(err, KeyboardInterrupt):
             sys.exit(130)

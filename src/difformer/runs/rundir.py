@@ -165,6 +165,18 @@ def remove_if_untouched(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def discard_attempt(run_dir: Path) -> None:
+    """A command refused for bad input leaves no run directory: the files it wrote itself
+    (settings, status, data fingerprint) go, unless an earlier attempt left results there
+    (checkpoints, metrics, a summary), which stay untouched."""
+    run_dir = Path(run_dir)
+    kept = (SUMMARY, METRICS, CHECKPOINTS, EVAL, INSPECT, WORKERS)
+    if not any((run_dir / name).exists() for name in kept) and not is_locked(run_dir):
+        for name in (CONFIG, STATUS, DATA):
+            (run_dir / name).unlink(missing_ok=True)
+    remove_if_untouched(run_dir)
+
+
 class RunDirLock:
     """One command per run directory: an exclusive ``flock`` on ``<run_dir>/.lock``, held
     while the command trains there and released by the kernel when its process ends, however

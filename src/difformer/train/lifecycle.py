@@ -59,10 +59,20 @@ class Interrupted(Exception):
     ``forward``: a handler that was installed before ours for this signal (submitit's requeue
     on SIGUSR2), to be called once the checkpoint is written."""
 
-    def __init__(self, signum: int, where: str, forward=None):
+    def __init__(self, signum: int, where: str, forward=None, saved: str = "saved"):
         self.signum, self.where, self.forward = signum, where, forward
+        # what the console says of the last checkpoint: "saved" at this epoch's end, "kept"
+        # (an earlier one: a second signal stopped at once), or "none" (save_checkpoints off)
+        self.saved = saved
         self.exit_code = 128 + signum  # 143 for SIGTERM, 130 for SIGINT
         super().__init__(f"{signal.Signals(signum).name} {where}")
+
+    def outcome(self) -> str:
+        return {
+            "saved": "the last checkpoint is saved",
+            "kept": "the last checkpoint saved before it is kept",
+            "none": "no checkpoint is kept (trainer.save_checkpoints=false): a rerun starts over",
+        }[self.saved]
 
 
 class GracefulStop:
@@ -84,7 +94,7 @@ class GracefulStop:
     def _handle(self, signum, frame):
         if self.signum is not None:  # asked twice: do not wait for the epoch to end
             signal.signal(signum, signal.SIG_DFL)
-            raise KeyboardInterrupt
+            raise Interrupted(signum, "twice: stopped at once", saved="kept")
         self.signum = signum
         print(
             f"{signal.Signals(signum).name} received: stopping at the end of this epoch",

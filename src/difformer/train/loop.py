@@ -262,7 +262,10 @@ class TrainingRun:
             self.saved_at = time.time()
         if stop.requested:
             raise Interrupted(
-                stop.signum, f"in run {self.run}, after epoch {epoch}", stop.forward()
+                stop.signum,
+                f"in run {self.run}, after epoch {epoch}",
+                stop.forward(),
+                saved="saved" if trainer.save_checkpoints else "none",
             )
 
     def finish(self, epoch: int) -> dict:
