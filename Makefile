@@ -11,7 +11,7 @@ TABLE ?= 1
 JOBS  ?= 1
 DATASET ?= cora
 
-.PHONY: help install lint run test test-slow reproduce reproduce-cora search-baselines bench clean
+.PHONY: help install lint run test test-slow docs docs-serve reproduce reproduce-cora search-baselines bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -46,6 +46,13 @@ test: $(STAMP)  ## the default test tier (under 10 minutes on 2 cores)
 test-slow: $(STAMP)  ## real-data training and long kill-and-resume cases
 	$(BIN)/python -m pytest -m slow -n 2
 
+# The documentation site from docs/ (mkdocs.yml); strict: a broken link or an unlisted page fails.
+docs: $(STAMP)  ## the documentation site into site/ (strict, as CI builds it)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)  ## preview the documentation site at http://127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 # A paper table: runs the missing cells (resumable), writes reproduction/table$(TABLE).md/.csv/.png
 reproduce: $(STAMP)  ## a paper table: make reproduce TABLE=1 [JOBS=2]
 	$(BIN)/python scripts/reproduce.py --table $(TABLE) --jobs $(JOBS)
@@ -69,3 +76,4 @@ bench: $(STAMP)  ## the benchmarks (bench/*results.json)
 	$(BIN)/python scripts/bench_graph.py
 	$(BIN)/python scripts/bench_speed.py
 	$(BIN)/python scripts/bench_stacked.py
+	$(BIN)/python scripts/bench_startup.py

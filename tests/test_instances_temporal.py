@@ -271,5 +271,5 @@ def test_temporal_run_line_without_early_stopping():
 
     record = {"run": 0, "seed": 1, "best_epoch": 3, "valid": 0.5, "test_mse_paper": 0.9,
               "test_mse_standard": 0.8, "seconds": 1.0}
-    assert TemporalTask.run_line(None, record).startswith("run 00 | seed 1 | best epoch 3 | ")
+    assert TemporalTask.run_line(None, record).startswith("run 0 | seed 1 | best epoch 3 | ")
     assert "(stopped after 7)" in TemporalTask.run_line(None, {**record, "epochs_run": 7})

@@ -144,7 +144,7 @@ def test_aggregation_against_hand_computed_values(tmp_path):
     assert one["test_std"] == pytest.approx(0.1)  # sqrt(((-.1)^2 + .1^2 + 0) / (3 - 1))
     assert two["test_mean"] == pytest.approx(0.85)
     assert two["test_std"] == pytest.approx(0.05 * 2 ** 0.5)
-    assert "model.num_layers=2 | accuracy | 0.8500 ± 0.0707" in aggregate.to_markdown(rows)
+    assert "model.num_layers=2 | accuracy | 85.00 ± 7.07" in aggregate.to_markdown(rows)
 
 
 def test_a_failing_job_does_not_lose_the_others(tmp_path):

@@ -96,7 +96,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(case, tmp_path):
     assert (stopped / "checkpoints/run0_last.pt").exists()   # run 0 kept, finished
     proc = finish(*args, f"hydra.run.dir={stopped}")
     assert "run 1: resuming after epoch" in proc.stdout
-    assert "run 00 |" not in proc.stdout  # the finished run is not trained again
+    assert "run 0 |" not in proc.stdout  # the finished run is not trained again
     assert comparable(read(stopped / "summary.json")) == comparable(read(reference / "summary.json"))
     # the metrics log reads as if never interrupted
     lines = lambda d: [{k: v for k, v in json.loads(x).items()  # noqa: E731
@@ -166,8 +166,8 @@ def test_heartbeat_lines_off_a_terminal(tmp_path):
                     f"hydra.run.dir={tmp_path}")
     beats = [line for line in proc.stdout.splitlines() if " | epoch " in line]
     assert [b.split(" | ")[:2] for b in beats] == [
-        ["run 1/2", f"epoch {e}/6"] for e in (2, 4, 6)] + [["run 2/2", f"epoch {e}/6"]
-                                                          for e in (2, 4, 6)]
+        ["run 0 (1/2)", f"epoch {e - 1} ({e}/6)"] for e in (2, 4, 6)] + [
+        ["run 1 (2/2)", f"epoch {e - 1} ({e}/6)"] for e in (2, 4, 6)]
     assert all("| loss " in b and "| valid " in b and "| best " in b and "s/epoch | ETA" in b
                for b in beats)
 
@@ -181,7 +181,7 @@ def test_heartbeat_inside_long_minibatch_epochs():
     report = progress.step(epoch=0)
     for step in range(1, 4):
         report(step, 4)
-    assert stream.getvalue().splitlines() == [f"run 1/1 | epoch 1/3 | step {s}/4"
+    assert stream.getvalue().splitlines() == [f"run 0 (1/1) | epoch 0 (1/3) | step {s}/4"
                                               for s in (1, 2, 3)]
 
 

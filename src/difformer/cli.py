@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from .config.core import CONFIG_DIR, ConfigError, declared_keys, register_resolvers, undeclared_key
+from .runs.console import ConsoleLog
 from .runs.rundir import CONFIG, STATUS, discard_attempt, is_locked, read_json
 from .system.allocator import AllocatorError, reexec_if_requested
 from .system.processes import die_with_parent
@@ -95,6 +96,34 @@ def preflight(argv: list[str]) -> str | None:
 def _hydra_main(cfg: DictConfig) -> float | None:
     """Returns the mean validation score, the objective of Hydra sweepers (e.g. Optuna)."""
     from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    lead = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 speaks for all
+    with ConsoleLog(run_dir / "train.log", enabled=lead):  # train.log = what the console shows
+        if lead:
+            print(f"run directory: {run_dir}\n{banner(cfg)}", flush=True)
+        return _invoke(cfg, run_dir)
+
+
+def banner(cfg: DictConfig) -> str:
+    """What is about to run, from the composed config (before the settings are checked and
+    before torch is imported, so it appears within a second of the start)."""
+
+    def name(node) -> str:
+        return str(node.get("_target_") or node.get("name") or "?") if node else "?"
+
+    try:
+        t = cfg.trainer
+        return (
+            f"mode {cfg.mode} | dataset {name(cfg.dataset)} | model {name(cfg.model)} | "
+            f"trainer {t.name}: {t.runs} run(s) x {t.epochs or 'auto'} epochs"
+        )
+    except Exception:  # noqa: BLE001 - a config too broken to describe is refused next
+        return "checking the settings"
+
+
+def _invoke(cfg: DictConfig, run_dir: Path) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     # start-up time: torch, PyG and the modes are imported once the command line is checked
@@ -103,7 +132,6 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from .train.lifecycle import Interrupted
 
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         result = run(cfg, run_dir)
@@ -193,6 +221,18 @@ def os_error_line(err: OSError) -> str:
     )
 
 
+def jobs_table(sweep: Path) -> str | None:
+    """The finished jobs of a sweep folder, mean ± std per swept setting
+    (:mod:`difformer.reproduction.aggregate`, also ``scripts/aggregate.py DIR``)."""
+    from .reproduction import aggregate
+
+    try:
+        jobs = aggregate.collect(sweep)
+        return aggregate.to_markdown(aggregate.aggregate(jobs)) if jobs else None
+    except Exception as err:  # noqa: BLE001 - the table is a courtesy; the jobs are done
+        return f"(no table: {type(err).__name__}: {err})"
+
+
 class MultirunReport(Callback):
     """After a multirun: list the jobs that failed or lacked data; exit 1 if any failed.
 
@@ -221,6 +261,9 @@ class MultirunReport(Callback):
                 failed.append(f"{path.parent}: {status.get('error')}")
             elif status.get("status") == "unavailable":
                 unavailable.append(f"{path.parent}: {status.get('missing_path')}")
+        table = jobs_table(sweep)
+        if table:
+            print(f"\njobs of {sweep}:\n{table}\n", flush=True)
         for line in unavailable:
             print(f"unavailable (data missing): {line}", file=sys.stderr, flush=True)
         if failed:

@@ -66,7 +66,6 @@ def _run(cfg: DictConfig, settings: Settings, probe, run_dir: Path) -> dict:
 
         torch.set_num_threads(threads)
     write_text(run_dir / rundir.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-    print(f"run directory: {run_dir}", flush=True)
     return dispatch(settings, probe, run_dir, ckpt)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from ..runs import rundir
+from ..train.metrics import ERROR_METRICS
 
 IGNORED = ("seed", "hydra.", "threads", "trainer.progress", "paths.")
 
@@ -114,19 +115,29 @@ def aggregate(jobs: list[dict]) -> list[dict]:
     return rows
 
 
+def shown(value: float | None, metric: str) -> str:
+    """As the console shows it: scores in [0, 1] in percent, errors (MSE, MAE) as they are,
+    ``n/a`` for a value that does not exist (the std of one run)."""
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:.4f}" if metric in ERROR_METRICS else f"{100 * value:.2f}"
+
+
 def to_markdown(rows: list[dict]) -> str:
     lines = [
         "| group | metric | test mean ± std | valid mean | n runs (jobs) |",
         "| --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        std = "n/a" if r["test_std"] is None else f"{r['test_std']:.4f}"
+        m = r["metric"]
         lines.append(
-            f"| {r['group']} | {r['metric']} | {r['test_mean']:.4f} ± {std} | "
-            f"{r['valid_mean']:.4f} | {r['n']} ({r['jobs']}) |"
+            f"| {r['group']} | {m} | {shown(r['test_mean'], m)} ± {shown(r['test_std'], m)} | "
+            f"{shown(r['valid_mean'], m)} | {r['n']} ({r['jobs']}) |"
         )
     return "\n".join(lines) + (
-        "\n\nstd: sample standard deviation (ddof = 1) over all runs in the group."
+        "\n\nScores in percent as on the console (errors such as MSE as they are; the JSON "
+        "files keep fractions); std: sample standard deviation (ddof = 1) over all runs in the "
+        "group."
     )
 
 

@@ -174,6 +174,8 @@ def discard_attempt(run_dir: Path) -> None:
     if not any((run_dir / name).exists() for name in kept) and not is_locked(run_dir):
         for name in (CONFIG, STATUS, DATA):
             (run_dir / name).unlink(missing_ok=True)
+        for log in run_dir.glob("*.log"):  # train.log: the console of the refused command
+            log.unlink(missing_ok=True)
     remove_if_untouched(run_dir)
 
 

@@ -209,12 +209,20 @@ class Progress:
         left = per_epoch * (self.epochs - epoch - 1)
         scores = "" if valid is None else f" | valid {fmt(valid)} | best {fmt(best)}"
         print(
-            f"run {self.run + 1}/{self.runs} | epoch {epoch + 1}/{self.epochs} | loss "
+            f"{self.where(epoch)} | loss "
             f"{loss:.4f}{scores} | {per_epoch:.2f} s/epoch | ETA {left:.0f} s",
             file=self.stream,
             flush=True,
         )
         self.last_line = time.time()
+
+    def where(self, epoch: int) -> str:
+        """Runs and epochs are numbered from 0 everywhere (files, records, messages); the
+        parentheses count them: ``run 1 (2/5) | epoch 9 (10/500)``."""
+        return (
+            f"run {self.run} ({self.run + 1}/{self.runs}) | epoch {epoch} "
+            f"({epoch + 1}/{self.epochs})"
+        )
 
     def step(self, epoch: int):
         """A callback for long epochs (mini-batches): a line per interval inside the epoch."""
@@ -224,8 +232,7 @@ class Progress:
         def report(step: int, steps: int) -> None:
             if time.time() - self.last_line >= (self.every_seconds or 0.0) and step < steps:
                 print(
-                    f"run {self.run + 1}/{self.runs} | epoch {epoch + 1}/{self.epochs} | "
-                    f"step {step}/{steps}",
+                    f"{self.where(epoch)} | step {step}/{steps}",
                     file=self.stream,
                     flush=True,
                 )

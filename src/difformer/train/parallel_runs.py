@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -90,6 +91,7 @@ class Workers:
         groups = [[r for r in self.pending if r % parallel_runs == k] for k in range(parallel_runs)]
         self.groups = {k: g for k, g in enumerate(groups) if g}
         self.procs, self.stop = {}, None
+        self.relays: list[threading.Thread] = []
         if len(self.groups) <= 1:
             self.groups = {}
             return
@@ -117,12 +119,20 @@ class Workers:
                     [sys.executable, "-m", "difformer.worker", str(wdir)],
                     # child_env: a SIGKILLed parent leaves no worker training
                     env=child_env({**os.environ, "OMP_NUM_THREADS": str(per_worker)}),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    bufsize=1,
                 )
+                self.relays.append(relay(self.procs[k], f"[worker {k}] "))
         except BaseException:
             self.abort()
             raise
 
     def _release(self) -> None:
+        for thread in self.relays:  # every line the workers wrote, before anything else
+            thread.join(timeout=10)
+        self.relays = []
         if self.stop is not None:
             self.stop.__exit__(None, None, None)
             self.stop = None
@@ -191,6 +201,21 @@ def hand_over(run_dir: Path, wdir: Path, run_ids: list[int], job) -> None:
     (wdir / rundir.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     for run in stopped:
         os.replace(rundir.last_checkpoint(run_dir, run), rundir.last_checkpoint(wdir, run))
+
+
+def relay(proc: subprocess.Popen, prefix: str) -> threading.Thread:
+    """Pass a worker's output on, line by line, through this process's ``sys.stdout``, so it
+    reaches the console and ``train.log`` (:mod:`difformer.runs.console`) as the parent's."""
+
+    def forward_lines() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(prefix + line)
+            sys.stdout.flush()
+
+    thread = threading.Thread(target=forward_lines, daemon=True)
+    thread.start()
+    return thread
 
 
 def wait_all(procs: dict, stop: GracefulStop) -> dict:

@@ -146,7 +146,7 @@ class Task(ABC):
 
     def run_line(self, record: dict) -> str:
         return (
-            f"run {record['run']:02d} | seed {record['seed']} | best epoch "
+            f"run {record['run']} | seed {record['seed']} | best epoch "
             f"{record['best_epoch']} | train {self.fmt(record['train'])} | valid "
             f"{self.fmt(record['valid'])} | test {self.fmt(record['test'])} | "
             f"{record['seconds']:.1f}s"
@@ -176,6 +176,10 @@ class Task(ABC):
             f"{self.fmt(summary['valid_mean'])}"
         )
 
-    def fmt(self, value: float) -> str:
-        """Percent for the scores in [0, 1]; 4 decimals for an error (MSE, MAE)."""
+    def fmt(self, value: float | None) -> str:
+        """Percent for the scores in [0, 1]; 4 decimals for an error (MSE, MAE); ``n/a`` for
+        a value that does not exist (the std of one run, a part not scored), as in
+        ``aggregate.py``'s tables (``null`` in the JSON files)."""
+        if value is None or value != value:
+            return "n/a"
         return f"{value:.4f}" if self.metric in ERROR_METRICS else f"{100 * value:.2f}"

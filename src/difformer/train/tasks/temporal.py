@@ -143,7 +143,7 @@ class TemporalTask(Task):
     def run_line(self, record: dict) -> str:
         stopped = f" (stopped after {record['epochs_run']})" if "epochs_run" in record else ""
         return (
-            f"run {record['run']:02d} | seed {record['seed']} | best epoch "
+            f"run {record['run']} | seed {record['seed']} | best epoch "
             f"{record['best_epoch']}{stopped} | valid "
             f"{record['valid']:.4f} | test MSE paper {record['test_mse_paper']:.4f} "
             f"standard {record['test_mse_standard']:.4f} | {record['seconds']:.1f}s"
@@ -169,8 +169,8 @@ class TemporalTask(Task):
 
     def report(self, summary: dict) -> str:
         scores = " | ".join(
-            f"test MSE ({c}) {summary[f'test_mse_{c}_mean']:.4f} ± "
-            f"{summary[f'test_mse_{c}_std']:.4f}"
+            f"test MSE ({c}) {self.fmt(summary[f'test_mse_{c}_mean'])} ± "
+            f"{self.fmt(summary[f'test_mse_{c}_std'])}"
             for c in ("paper", "standard")
         )
         return (
@@ -178,5 +178,5 @@ class TemporalTask(Task):
             f"{summary['mse_convention']} convention: {scores}"
         )
 
-    def fmt(self, value: float) -> str:
-        return f"{value:.4f}"
+    def fmt(self, value: float | None) -> str:
+        return "n/a" if value is None or value != value else f"{value:.4f}"
