@@ -31,7 +31,7 @@ def bad_inputs(files: Path) -> list[tuple[str, list[str]]]:
         "trainer.eval_step=0", "seed=-1", "mode=predict", "mode=eval",
         "mode=eval checkpoint=missing.pt", "mode=eval checkpoint=FILES/notes.txt",
         "mode=eval checkpoint=FILES/truncated.pt", "mode=eval checkpoint=FILES/partial.pt",
-        "resume=FILES/nowhere", "optim.scheduler=cosine", "dataset=hiv model=difformer_s",
+        "resume=FILES/nowhere", "optim.scheduler=step", "dataset=hiv model=difformer_s",
         "dataset=tu model=gin_graph trainer=minibatch", "trainer.parallel_runs=0",
         "trainer.parallel_runs=many",
         "trainer.compile=maybe", "model.dropout_mask=quick"]]

@@ -247,3 +247,22 @@ def test_a_read_only_run_directory_is_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr == (
         f"error: cannot write the run directory {ro / 'run'}: {ro} is on a read-only file "
         "system (choose another with hydra.run.dir=...)\n")
+
+
+def test_options_that_would_be_silently_dropped_are_refused(tmp_path):
+    proc = train_py("dataset=chickenpox", "trainer.batch_size=64",
+                    f"hydra.run.dir={tmp_path / 'a'}", check=False)
+    assert proc.returncode == 2 and proc.stderr == (
+        "error: trainer.batch_size=64 does not apply to dataset chickenpox (a temporal task, "
+        "trainer=temporal): remove it\n")
+    assert not (tmp_path / "a").exists()
+    npz_graph(tmp_path / "g.npz")
+    train_npz(tmp_path, "trainer.runs=1", "trainer.epochs=1")
+    ckpt = tmp_path / "run/checkpoints/run0.pt"
+    proc = train_py("mode=eval", f"checkpoint={ckpt}", "dataset=npz",
+                    f"dataset.path={tmp_path / 'g.npz'}", "model.hidden_channels=32",
+                    f"hydra.run.dir={tmp_path / 'e'}", check=False)
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: mode=eval rebuilds the model from the keywords recorded in {ckpt}; "
+        "model.hidden_channels=32 would not be used: remove it\n")
+    assert not (tmp_path / "e").exists()

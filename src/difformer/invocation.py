@@ -58,8 +58,10 @@ def _run(cfg: DictConfig, settings: Settings, probe, run_dir: Path) -> dict:
     ckpt = None
     if settings.mode in ("eval", "inspect"):  # a bad checkpoint is refused before any write
         ckpt = load_checkpoint(str(settings.checkpoint))  # resolve() checked it is a file
-        if ckpt["format"] != OFFICIAL_FORMAT and not settings.eval_trust_checkpoint:
-            evaluate.refuse_code_and_files(settings, ckpt)
+        if ckpt["format"] != OFFICIAL_FORMAT:
+            evaluate.refuse_unused_model_keys(settings)
+            if not settings.eval_trust_checkpoint:
+                evaluate.refuse_code_and_files(settings, ckpt)
     threads = settings.threads or parallel_job_threads()
     if threads:
         import torch  # already imported by the modes; named here for set_num_threads

@@ -69,7 +69,7 @@ VOLATILE_KEYS = (
     "inspect",
 )
 # read only by optim.scheduler=plateau: without a scheduler they change nothing
-SCHEDULER_KEYS = ("plateau_factor", "plateau_patience", "min_lr")
+SCHEDULER_KEYS = ("plateau_factor", "plateau_patience", "min_lr", "warmup_epochs")
 # how the model computes, not what: the same numbers within float rounding (models/sparse_ops.py)
 VOLATILE_MODEL_KEYS = ("sparse_input", "cache_adjacency", "gram_attention")
 VOLATILE_TRAINER_KEYS = (

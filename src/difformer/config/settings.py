@@ -197,7 +197,19 @@ SIZE_KEY = re.compile(
 SIZE_MINIMUM = {"rb_order": 0, "local_epochs": 0}
 
 
-OPTIM_KEYS = ("lr", "weight_decay", "scheduler", "plateau_factor", "plateau_patience", "min_lr")
+OPTIM_KEYS = (
+    "lr",
+    "weight_decay",
+    "optimizer",
+    "scheduler",
+    "plateau_factor",
+    "plateau_patience",
+    "min_lr",
+    "warmup_epochs",
+    "clip_grad_norm",
+)
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULERS = ("plateau", "cosine")
 
 
 def plateau_settings(optim) -> dict | None:
@@ -208,9 +220,12 @@ def plateau_settings(optim) -> dict | None:
     if scheduler in (None, "none"):
         return None
     check(
-        scheduler == "plateau",
-        f"optim.scheduler={scheduler} is not allowed; use null (constant lr) or plateau",
+        scheduler in SCHEDULERS,
+        f"optim.scheduler={scheduler} is not allowed; use null (constant lr), "
+        f"{' or '.join(SCHEDULERS)}",
     )
+    if scheduler != "plateau":
+        return None
     factor = _number(optim.get("plateau_factor", 0.5), "optim.plateau_factor")
     check(0 < factor < 1, f"optim.plateau_factor must be in (0, 1), got {factor}")
     return {
@@ -218,6 +233,20 @@ def plateau_settings(optim) -> dict | None:
         "patience": _integer(optim.get("plateau_patience", 5), "optim.plateau_patience", 0),
         "min_lr": _number(optim.get("min_lr", 0.0), "optim.min_lr"),
     }
+
+
+def cosine_settings(optim, epochs: int) -> dict | None:
+    """``optim.scheduler=cosine``: the lr rises linearly over ``warmup_epochs`` epochs, then
+    follows a half cosine down to ``min_lr`` at the last epoch, stepped once per epoch
+    (GraphGPS's ``cosine_with_warmup``)."""
+    if optim.get("scheduler") != "cosine":
+        return None
+    warmup = _integer(optim.get("warmup_epochs") or 0, "optim.warmup_epochs", 0)
+    check(
+        warmup < epochs,
+        f"optim.warmup_epochs={warmup} must be below trainer.epochs={epochs}",
+    )
+    return {"warmup": warmup, "min_lr": _number(optim.get("min_lr", 0.0), "optim.min_lr")}
 
 
 def check_model_sizes(kwargs: dict) -> None:
@@ -248,6 +277,9 @@ class Settings:
     resume: bool = True
     threads: int | None = None
     plateau: dict | None = field(default=None, repr=False)  # ReduceLROnPlateau keywords
+    cosine: dict | None = field(default=None, repr=False)  # warm-up then cosine, per epoch
+    optimizer: str = "adam"  # adam (the official) | adamw (decoupled weight decay)
+    clip_grad_norm: float | None = None  # clip the gradients' total norm before each step
 
 
 def normalise(cfg: DictConfig, tasks: Mapping[str, Any]) -> DictConfig:
@@ -270,9 +302,25 @@ def normalise(cfg: DictConfig, tasks: Mapping[str, Any]) -> DictConfig:
         for key, value in defaults.items():
             if cfg.trainer.get(key) is None:
                 cfg.trainer[key] = value
+        preset = auto_defaults()
         for key in task.unused_trainer_keys:
-            cfg.trainer.pop(key, None)
+            value = cfg.trainer.pop(key, None)
+            # a value the user chose that this task would never read: refused, not dropped
+            check(
+                value is None or value == preset.get(key),
+                f"trainer.{key}={value} does not apply to dataset "
+                f"{registry_name(cfg.dataset)} (a {kind} task, trainer={name}): remove it",
+            )
     return cfg
+
+
+def auto_defaults() -> dict:
+    """The values of ``configs/trainer/auto.yaml`` (what a key holds when nobody set it)."""
+    import yaml
+
+    from .core import CONFIG_DIR
+
+    return yaml.safe_load((CONFIG_DIR / "trainer" / "auto.yaml").read_text()) or {}
 
 
 def resolve(cfg: DictConfig, tasks: Mapping[str, Any]) -> Settings:
@@ -303,6 +351,11 @@ def resolve(cfg: DictConfig, tasks: Mapping[str, Any]) -> Settings:
         f"known: {', '.join(OPTIM_KEYS)}",
     )
     plateau = plateau_settings(cfg.optim)
+    optimizer = str(cfg.optim.get("optimizer") or "adam")
+    check(
+        optimizer in OPTIMIZERS,
+        f"optim.optimizer={optimizer} is not allowed; use {' or '.join(OPTIMIZERS)}",
+    )
     seed = _integer(cfg.get("seed"), "seed", 0)
     runs = int(cfg.trainer.runs) if isinstance(cfg.trainer.get("runs"), int) else 1
     # run r is seeded seed + r, and numpy takes seeds below 2^32: larger ones would alias
@@ -320,6 +373,7 @@ def resolve(cfg: DictConfig, tasks: Mapping[str, Any]) -> Settings:
     if dataset_config.get("split_seed") is None:
         dataset_config.pop("split_seed", None)
     config = to_dict(cfg)
+    trainer = trainer_settings(cfg.trainer)
     return Settings(
         mode=mode,
         seed=seed,
@@ -329,7 +383,12 @@ def resolve(cfg: DictConfig, tasks: Mapping[str, Any]) -> Settings:
         lr=lr,
         weight_decay=weight_decay,
         plateau=plateau,
-        trainer=trainer_settings(cfg.trainer),
+        cosine=cosine_settings(cfg.optim, trainer.epochs),
+        optimizer=optimizer,
+        clip_grad_norm=None
+        if cfg.optim.get("clip_grad_norm") is None
+        else _positive(cfg.optim.clip_grad_norm, "optim.clip_grad_norm"),
+        trainer=trainer,
         dataset=cfg.dataset,
         dataset_config=dataset_config,
         config=config,

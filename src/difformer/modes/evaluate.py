@@ -58,6 +58,32 @@ def _write(run_dir: Path, result: dict) -> None:
     write_json(run_dir / rundir.EVAL, result)
 
 
+def model_overrides() -> list[str]:
+    """The command line's ``model.<key>=...`` settings (``model=X`` and ``model._target_`` /
+    ``model.name``, which name a class, are not among them)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [
+        o
+        for o in HydraConfig.get().overrides.task
+        if o.lstrip("+~").startswith("model.")
+        and o.lstrip("+~").split("=")[0] not in ("model._target_", "model.name")
+    ]
+
+
+def refuse_unused_model_keys(settings: Settings) -> None:
+    """Our checkpoints rebuild the model from the keywords they recorded: a ``model.*`` on the
+    command line would be silently ignored, so it is refused."""
+    unused = model_overrides()
+    if unused:
+        raise ConfigError(
+            f"mode={settings.mode} rebuilds the model from the keywords recorded in "
+            f"{settings.checkpoint}; {', '.join(unused)} would not be used: remove it"
+        )
+
+
 FILE_KEYS = ("path", "nodes", "edges")  # dataset keys that name a file to read
 
 

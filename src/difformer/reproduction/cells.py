@@ -13,6 +13,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from ..config.core import CONFIG_DIR, ConfigError, config_hash, register_resolvers, to_dict
+from ..config.core import VOLATILE_TRAINER_KEYS as VOLATILE
 from ..config.settings import normalise, resolve
 from ..runs.rundir import read_state
 from ..train.tasks import TASKS
@@ -106,7 +107,9 @@ def reduced_budget(cell: Cell) -> Cell:
     overrides = [str(o) for o in record.get("overrides") or []]
     if config_hash(compose_cell(cell.experiment, overrides)) != record.get("config_hash"):
         return cell  # measured with settings this cell can no longer express
-    cell.budget, cell.summary = overrides, record["summary"]
+    # the budget the row shows: what changed the result (not trainer.progress and the like)
+    shown = [o for o in overrides if o.split("=", 1)[0].removeprefix("trainer.") not in VOLATILE]
+    cell.budget, cell.summary = shown, record["summary"]
     cell.measured = f"{record['measured_on']}, {record['machine']}"
     cell.notes = [n for n in cell.notes if not n.startswith("the result recorded")]
     return cell

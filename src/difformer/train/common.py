@@ -25,6 +25,43 @@ def adam(parameters, lr: float, weight_decay: float) -> torch.optim.Adam:
     return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
+def make_optimizer(name: str, parameters, lr: float, weight_decay: float):
+    """``optim.optimizer``: ``adam`` (the official, L2 weight decay) or ``adamw`` (decoupled
+    weight decay, the GraphGPS recipe)."""
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
+    return adam(parameters, lr, weight_decay)
+
+
+def clip_before_step(optimizer, max_norm: float) -> None:
+    """Clip the total gradient norm of ``optimizer``'s parameters to ``max_norm`` before each
+    of its steps (a step pre-hook: every epoch runner gets it without a change)."""
+
+    def hook(opt, args, kwargs):
+        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    optimizer.register_step_pre_hook(hook)
+
+
+def cosine_with_warmup(optimizer, epochs: int, warmup: int, min_lr: float):
+    """``optim.scheduler=cosine``: a per-epoch LambdaLR, linear warm-up over ``warmup`` epochs
+    (from lr/warmup to lr), then a half cosine from lr to ``min_lr`` at the last epoch."""
+    import math
+
+    base = optimizer.param_groups[0]["lr"]
+    floor = min_lr / base if base else 0.0
+
+    def factor(epoch: int) -> float:
+        if epoch < warmup:
+            return (epoch + 1) / warmup
+        span = max(epochs - warmup - 1, 1)
+        progress = min((epoch - warmup) / span, 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def resolve_device(name: str) -> torch.device:
     name = str(name)
     if name == "auto":

@@ -29,7 +29,13 @@ from ..models.sparse_ops import keep_eager_under_compile
 from ..runs import rundir
 from . import distributed
 from .checkpoint import RunState, load_last, save_last, save_run_checkpoint
-from .common import adam, peak_memory_mb, seed_everything
+from .common import (
+    clip_before_step,
+    cosine_with_warmup,
+    make_optimizer,
+    peak_memory_mb,
+    seed_everything,
+)
 from .lifecycle import (
     FiniteGuard,
     GracefulStop,
@@ -114,25 +120,32 @@ class TrainingRun:
             keep_eager_under_compile()
             trained = torch.compile(trained)
         self.model = model
+        settings = loop.settings
         self.optimizer = (
-            adam(model.parameters(), loop.settings.lr, loop.settings.weight_decay)
+            make_optimizer(
+                settings.optimizer, model.parameters(), settings.lr, settings.weight_decay
+            )
             if self.trainable
             else None
         )
+        if self.optimizer is not None and settings.clip_grad_norm is not None:
+            clip_before_step(self.optimizer, settings.clip_grad_norm)
         self.runner = (
             task.epoch_runner(trained, self.optimizer, self.split, self.run)
             if self.trainable
             else None
         )
-        self.scheduler = (
-            None
-            if self.optimizer is None or loop.settings.plateau is None
-            else torch.optim.lr_scheduler.ReduceLROnPlateau(
+        self.scheduler: Any = None  # plateau: stepped with each valid score; cosine: per epoch
+        if self.optimizer is not None and settings.plateau is not None:
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer,
                 mode="max" if task.higher_is_better else "min",
-                **loop.settings.plateau,
+                **settings.plateau,
             )
-        )
+        elif self.optimizer is not None and settings.cosine is not None:
+            self.scheduler = cosine_with_warmup(
+                self.optimizer, trainer.epochs, settings.cosine["warmup"], settings.cosine["min_lr"]
+            )
         self.stopper = task.early_stopping()
         if loop.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(loop.device)
@@ -222,6 +235,8 @@ class TrainingRun:
         else:
             loss = self.runner.train_epoch(epoch, progress.step(epoch))
             self.guard.check(epoch, loss)
+            if self.loop.settings.cosine is not None and self.scheduler is not None:
+                self.scheduler.step()
         valid = None
         if self.loop.lead and self.task.evaluates_at(epoch, epochs):
             scores = self.task.evaluate(model, self.split)
@@ -240,7 +255,7 @@ class TrainingRun:
             if improved:
                 state.best = {"epoch": epoch, **scores}
                 state.best_state = copy_state(model)
-            if self.scheduler is not None:
+            if self.loop.settings.plateau is not None and self.scheduler is not None:
                 self.scheduler.step(valid)
             if self.stopper is not None and self.stopper.step(improved):
                 state.stopped = True
