@@ -17,10 +17,13 @@ def offline_data_env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("data-cache")
     saved = {k: os.environ.get(k) for k in ("DIFFORMER_DATA", "DIFFORMER_CACHE",
                                              "DIFFORMER_OFFLINE", "WANDB_MODE",
-                                             "DIFFORMER_CURVES")}
+                                             "DIFFORMER_CURVES", "DIFFORMER_PARALLEL_RUNS")}
     # curves.png costs ~1 s of matplotlib per run; tests/test_loggers.py turns it back on
+    # the runs of a test train in its own process (trainer.parallel_runs defaults to auto for
+    # users): two pytest workers already fill the cores; the parallel tests set it themselves
     os.environ.update(DIFFORMER_DATA=str(DATA_DIR), DIFFORMER_CACHE=str(cache),
-                      DIFFORMER_OFFLINE="1", WANDB_MODE="disabled", DIFFORMER_CURVES="0")
+                      DIFFORMER_OFFLINE="1", WANDB_MODE="disabled", DIFFORMER_CURVES="0",
+                      DIFFORMER_PARALLEL_RUNS="1")
     yield
     for k, v in saved.items():
         if v is None:

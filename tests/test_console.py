@@ -9,11 +9,11 @@ import pytest
 from conftest import REPO
 
 
-def console(*args) -> str:
+def console(*args, env=None) -> str:
     """stdout and stderr together, in the order they were written."""
     proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          timeout=300, env=env or {**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout
     return proc.stdout
 
@@ -39,3 +39,19 @@ def test_a_missing_std_reads_n_a(tmp_path):
                     f"hydra.run.dir={tmp_path}")
     assert "accuracy over 1 run(s): test " in shown and " ± n/a | valid " in shown
     assert "nan" not in shown
+
+
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
+def test_the_default_trains_the_runs_in_parallel_on_a_cpu(tmp_path):
+    """What a user gets without flags (the tests pin DIFFORMER_PARALLEL_RUNS=1): the runs
+    balanced over the cores (trainer.parallel_runs=auto), one thread each, with the same
+    seeds; a single run stays in one process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DIFFORMER_PARALLEL_RUNS",
+                                                             "OMP_NUM_THREADS")}
+    shown = console("trainer.runs=3", "trainer.epochs=2", f"hydra.run.dir={tmp_path / 'a'}",
+                    env={**env, "OMP_NUM_THREADS": "2"})
+    assert "parallel_runs: auto" in (tmp_path / "a/config.yaml").read_text()
+    assert "worker 1: runs 1" in shown and "[worker 2] run 2 | seed 125 | " in shown
+    shown = console("trainer.runs=1", "trainer.epochs=2", f"hydra.run.dir={tmp_path / 'b'}",
+                    env=env)
+    assert "worker" not in shown

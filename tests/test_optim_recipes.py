@@ -38,6 +38,7 @@ def test_gradients_are_clipped_before_each_step_and_adamw_is_adamw():
     assert total == pytest.approx(0.5, rel=1e-5)
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_the_recipe_end_to_end_and_its_bad_values(tmp_path):
     train_py("optim.optimizer=adamw", "optim.scheduler=cosine", "optim.warmup_epochs=2",
              "optim.clip_grad_norm=1.0", "optim.lr=0.01", "optim.min_lr=0.001",

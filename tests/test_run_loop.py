@@ -297,6 +297,7 @@ def test_the_loops_adam_equals_the_per_tensor_adam_bit_for_bit():
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 @pytest.mark.parametrize("extra,signals,says", [
     ([], 2, "stopped by SIGTERM twice: stopped at once: the last checkpoint saved before it is "
             "kept; run the same command again"),

@@ -148,7 +148,8 @@ def train(settings: Settings, probe, run_dir: Path) -> dict:
             distributed.rank(),
             distributed.world_size(),
         )
-        if lead:
+        worker = trainer.run_ids is not None  # a parallel worker: its parent says these
+        if lead and not worker:
             print(dataset.summary(), flush=True)
         logger = RunLogger(run_dir, settings.logger, settings.config) if lead else NullLogger()
         try:
@@ -186,8 +187,10 @@ def train(settings: Settings, probe, run_dir: Path) -> dict:
         raise
     finally:
         distributed.teardown(finished)
-    print(
-        f"{task.report(summary)} (sample std, ddof=1) | {summary['wall_seconds']:.1f}s | {run_dir}",
-        flush=True,
-    )
+    if trainer.run_ids is None:
+        print(
+            f"{task.report(summary)} (sample std, ddof=1) | {summary['wall_seconds']:.1f}s | "
+            f"{run_dir}",
+            flush=True,
+        )
     return summary
