@@ -239,3 +239,32 @@ def test_gated_gt_reads_its_laplacian_encoding_and_flips_it_only_in_training():
                               model(x, e, edge_attr=a, lap_pe=-pe))
     with pytest.raises(ValueError, match="needs lap_pe="):
         model(x, e, edge_attr=a)
+
+
+def test_every_graph_level_model_can_read_positional_encodings():
+    """DIFFormer appends the encoding to each node's input (its own input layer learns it);
+    OGB's GNNs add its projection to the node embedding, as GraphGPS does."""
+    from difformer.models.graph_level import GraphDIFFormer, MolGNN
+
+    torch.manual_seed(0)
+    x, pe = torch.randn(5, 3), torch.rand(5, 4)
+    edges = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
+    model = GraphDIFFormer(3, 8, 2, num_layers=1, pe="rwse", pe_dim=4).eval()
+    assert model.positional_encodings == {"rwse": 4}
+    plain = GraphDIFFormer(7, 8, 2, num_layers=1).eval()
+    plain.load_state_dict(model.state_dict())
+    assert torch.allclose(model(x, edges, rwse_pe=pe), plain(torch.cat([x, pe], 1), edges),
+                          atol=1e-6)
+    gin = MolGNN(3, 8, 2, num_layers=2, pe="lap", pe_dim=4).eval()
+    assert gin.positional_encodings == {"lap": 4}
+    with torch.no_grad():
+        gin.pe_encoder.weight.zero_()
+        gin.pe_encoder.bias.zero_()
+    bare = MolGNN(3, 8, 2, num_layers=2).eval()
+    bare.load_state_dict({k: v for k, v in gin.state_dict().items()
+                          if not k.startswith("pe_encoder")})
+    assert torch.allclose(gin(x, edges, lap_pe=pe), bare(x, edges), atol=1e-6)
+    with pytest.raises(ValueError, match="pe=rwse needs rwse_pe="):
+        model(x, edges)
+    with pytest.raises(ValueError, match="pe='spd' is not allowed; use lap, rwse or none"):
+        MolGNN(3, 8, 2, pe="spd")

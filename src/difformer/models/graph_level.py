@@ -85,6 +85,35 @@ class EdgeEncoder(nn.Module):
         return self.encoder(edge_attr.long())  # type: ignore[union-attr]
 
 
+PE_KINDS = ("lap", "rwse")
+
+
+def flip_signs(pe: Tensor, training: bool) -> Tensor:
+    """Laplacian eigenvectors with one random sign per column (shared by every node of the
+    batch) in training; unchanged in evaluation."""
+    if not training or pe.shape[1] == 0:
+        return pe
+    sign = torch.randint(0, 2, (pe.shape[1],), device=pe.device).to(pe.dtype) * 2 - 1
+    return pe * sign
+
+
+def pe_kind(pe: str | None, pe_dim: int | None) -> str | None:
+    """``pe``: ``lap`` (Laplacian eigenvectors), ``rwse`` (random-walk return probabilities)
+    or null / ``none``; checked, None when there is none."""
+    if pe not in (*PE_KINDS, None, "none"):
+        raise ValueError(f"pe={pe!r} is not allowed; use lap, rwse or none")
+    return None if pe in (None, "none") or pe_dim == 0 else pe
+
+
+def pe_input(kind: str, training: bool, lap_pe: Tensor | None, rwse_pe: Tensor | None) -> Tensor:
+    """The encoding a model declared, from the batch (a random sign per Laplacian column in
+    training, as GraphGPS)."""
+    pe = lap_pe if kind == "lap" else rwse_pe
+    if pe is None:
+        raise ValueError(f"pe={kind} needs {kind}_pe= (the data's positional encodings)")
+    return flip_signs(pe.float(), training) if kind == "lap" else pe.float()
+
+
 def mean_pool(h: Tensor, batch: Tensor | None, num_graphs: int | None = None) -> Tensor:
     from torch_geometric.nn import global_mean_pool
 
@@ -104,6 +133,9 @@ class GraphDIFFormer(nn.Module):
     node-level datasets' preprocessing does (the official code's ``gcn_conv`` expects them:
     without, a node drops its own term and a node with no in-edge receives nothing); graph
     datasets are stored without them because GIN and GPS add their own root terms.
+
+    ``pe`` (``lap`` | ``rwse`` | null), ``pe_dim``: positional encodings appended to each node's
+    input, so DIFFormer's own input layer learns how to use them.
     """
 
     level = "graph"
@@ -118,15 +150,20 @@ class GraphDIFFormer(nn.Module):
         edge_input: str | None = None,
         edge_channels: int = 0,
         self_loops: bool = True,
+        pe: str | None = None,
+        pe_dim: int | None = None,
         **difformer_kwargs,
     ):
         super().__init__()
         self.self_loops = self_loops
+        pe_dim = 16 if pe_dim is None else pe_dim
+        self.pe = pe_kind(pe, pe_dim)
+        self.positional_encodings = {self.pe: pe_dim} if self.pe else {}
         self.encoder = (
             None if node_input == "dense" else NodeEncoder(node_input, in_channels, hidden_channels)
         )
         self.difformer = DIFFormer(
-            in_channels if self.encoder is None else hidden_channels,
+            (in_channels if self.encoder is None else hidden_channels) + (pe_dim if self.pe else 0),
             hidden_channels,
             out_channels,
             **difformer_kwargs,
@@ -142,10 +179,14 @@ class GraphDIFFormer(nn.Module):
         edge_index: Tensor | None = None,
         batch: Tensor | None = None,
         edge_attr: Tensor | None = None,
+        lap_pe: Tensor | None = None,
+        rwse_pe: Tensor | None = None,
     ) -> Tensor:
         if batch is None:
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         h = x.float() if self.encoder is None else self.encoder(x)
+        if self.pe is not None:
+            h = torch.cat([h, pe_input(self.pe, self.training, lap_pe, rwse_pe)], dim=1)
         if self.self_loops and edge_index is not None and self.difformer.use_graph:
             from torch_geometric.utils import add_self_loops, remove_self_loops
 
@@ -209,9 +250,16 @@ class MolGNN(nn.Module):
         node_input: str = "dense",
         edge_input: str | None = None,
         edge_channels: int = 0,
+        pe: str | None = None,
+        pe_dim: int | None = None,
     ):
         super().__init__()
         from torch_geometric.nn import GINEConv
+
+        pe_dim = 16 if pe_dim is None else pe_dim
+        self.pe = pe_kind(pe, pe_dim)  # added to the node embedding, as GraphGPS does
+        self.positional_encodings = {self.pe: pe_dim} if self.pe else {}
+        self.pe_encoder = nn.Linear(pe_dim, hidden_channels) if self.pe else None
 
         if conv not in ("gin", "gcn"):
             raise ValueError(f"conv={conv!r} is not allowed; use gin or gcn")
@@ -246,6 +294,8 @@ class MolGNN(nn.Module):
         edge_index: Tensor,
         batch: Tensor | None = None,
         edge_attr: Tensor | None = None,
+        lap_pe: Tensor | None = None,
+        rwse_pe: Tensor | None = None,
     ) -> Tensor:
         from torch_geometric.nn import global_add_pool
 
@@ -253,6 +303,8 @@ class MolGNN(nn.Module):
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         num_graphs = num_graphs_of(batch)
         h = self.node_encoder(x)
+        if self.pe is not None:
+            h = h + self.pe_encoder(pe_input(self.pe, self.training, lap_pe, rwse_pe))  # type: ignore[misc]
         vn = self.vn_embedding.weight.expand(num_graphs, -1) if self.virtual_node else None
         last = len(self.convs) - 1
         for i, conv in enumerate(self.convs):

@@ -23,9 +23,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .graph_level import EdgeEncoder, NodeEncoder, mean_pool, num_graphs_of
-
-PE_KINDS = ("lap", "rwse")
+from .graph_level import (
+    EdgeEncoder,
+    NodeEncoder,
+    flip_signs,
+    mean_pool,
+    num_graphs_of,
+    pe_input,
+    pe_kind,
+)
 
 
 class GatedGCNLayer(nn.Module):
@@ -58,15 +64,6 @@ class GatedGCNNodeConv(GatedGCNLayer):
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:  # type: ignore[override]  # noqa: D102
         return super().forward(h, edge_index, edge_attr)[0]
-
-
-def flip_signs(pe: Tensor, training: bool) -> Tensor:
-    """Laplacian eigenvectors with one random sign per column (shared by every node of the
-    batch) in training; unchanged in evaluation."""
-    if not training or pe.shape[1] == 0:
-        return pe
-    sign = torch.randint(0, 2, (pe.shape[1],), device=pe.device).to(pe.dtype) * 2 - 1
-    return pe * sign
 
 
 class GatedGTBlock(nn.Module):
@@ -180,13 +177,11 @@ class GPS(nn.Module):
 
         if local not in ("gine", "gatedgcn"):
             raise ValueError(f"local={local!r} is not allowed; use gine or gatedgcn")
-        if pe not in (*PE_KINDS, None, "none"):
-            raise ValueError(f"pe={pe!r} is not allowed; use lap, rwse or none")
         if hidden_channels % heads:
             raise ValueError(
                 f"hidden_channels={hidden_channels} must be divisible by heads={heads}"
             )
-        self.pe = None if pe in (None, "none") or not pe_dim else pe
+        self.pe = pe_kind(pe, pe_dim)
         self.node_encoder = NodeEncoder(node_input, in_channels, hidden_channels)
         self.edge_encoder = EdgeEncoder(edge_input, edge_channels, hidden_channels)
         self.pe_encoder = nn.Linear(pe_dim, hidden_channels) if self.pe else None
@@ -233,11 +228,7 @@ class GPS(nn.Module):
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         h = self.node_encoder(x)
         if self.pe is not None:
-            pe = lap_pe if self.pe == "lap" else rwse_pe
-            if pe is None:
-                raise ValueError(f"GPS with pe={self.pe} needs {self.pe}_pe=")
-            pe = flip_signs(pe.float(), self.training) if self.pe == "lap" else pe.float()
-            h = h + self.pe_encoder(pe)  # type: ignore[misc]
+            h = h + self.pe_encoder(pe_input(self.pe, self.training, lap_pe, rwse_pe))  # type: ignore[misc]
         e = self.edge_encoder(edge_attr, edge_index.shape[1])
         for layer in self.layers:
             h = layer(h, edge_index, batch, edge_attr=e)
