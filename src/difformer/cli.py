@@ -174,8 +174,7 @@ def _invoke(cfg: DictConfig, run_dir: Path) -> float | None:
                 flush=True,
             )
             return None
-        known = outcome(err)
-        if known is None:
+        if known is None:  # (classified above)
             raise
         print(known[1], file=sys.stderr, flush=True)
         sys.exit(known[0])
