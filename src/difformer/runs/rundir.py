@@ -23,7 +23,7 @@ from typing import IO
 
 from omegaconf import OmegaConf
 
-from ..config.core import TOKEN, config_hash
+from ..config.core import TOKEN, ConfigError, config_hash
 from .files import write_json
 
 # Every file and folder a run writes into its directory.
@@ -202,8 +202,6 @@ class RunDirLock:
             f.seek(0)
             owner = f.read().strip() or "another process"
             f.close()
-            from ..config.core import ConfigError
-
             raise ConfigError(
                 f"{self.run_dir} is in use by another command ({owner}): wait for it to "
                 "end, or give this one its own hydra.run.dir"
