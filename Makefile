@@ -11,7 +11,7 @@ TABLE ?= 1
 JOBS  ?= 1
 DATASET ?= cora
 
-.PHONY: help install lint run test test-slow docs docs-serve reproduce reproduce-cora search-baselines bench clean
+.PHONY: help install lint run test test-slow test-cluster cluster-services docs docs-serve reproduce reproduce-cora search-baselines bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -45,6 +45,19 @@ test: $(STAMP)  ## the default test tier (under 10 minutes on 2 cores)
 
 test-slow: $(STAMP)  ## real-data training and long kill-and-resume cases
 	$(BIN)/python -m pytest -m slow -n 2
+
+# Real engines (tests/test_cluster.py): a PostgreSQL study fed by two sweeps, a SLURM job requeued
+# at its time limit, torchrun over two nodes. Each test starts its service on localhost and skips
+# with one line where it cannot; `make cluster-services` installs them from Debian (as root).
+test-cluster: $(STAMP)  ## PostgreSQL, SLURM and two-node torchrun tests (make cluster-services first)
+	$(BIN)/python -m pytest -m cluster -n 0
+
+cluster-services:  ## install PostgreSQL, SLURM (slurm-wlm) and munge from Debian (root)
+	@if ! command -v apt-get >/dev/null; then echo "no apt-get: install postgresql, slurm-wlm and munge yourself"; \
+	elif [ -x /usr/sbin/slurmd ] && [ -x /usr/sbin/munged ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "cluster services already installed"; \
+	else DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql slurm-wlm munge \
+	  || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql slurm-wlm munge; }; fi
 
 # The documentation site from docs/ (mkdocs.yml); strict: a broken link or an unlisted page fails.
 docs: $(STAMP)  ## the documentation site into site/ (strict, as CI builds it)

@@ -15,7 +15,7 @@ FLOORS = {
     "difformer.__main__": 7, "difformer.cli": 7, "difformer.worker": 7,
     "difformer.invocation": 6,
     "difformer.modes": 5,
-    "difformer.train": 4, "difformer.reproduction": 4,
+    "difformer.train": 4, "difformer.reproduction": 4, "difformer.sweeps": 4,
     "difformer.runs": 3, "difformer.config": 3,
     "difformer.data": 1, "difformer.models": 1,
     "difformer.system": 0, "difformer": 0,  # the package itself: __version__ only

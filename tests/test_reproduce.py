@@ -1,20 +1,17 @@
 """Paper-table reproduction, resume, aggregation, sweeps and every experiment config."""
 import json
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
 from omegaconf import OmegaConf
 
 from conftest import train_py
-from difformer.config.core import config_hash
+from difformer.config.core import CONFIG_DIR, config_hash
+from difformer.data import DatasetUnavailable
+from difformer.invocation import run
 from difformer.reproduction import aggregate, cells, reproduce
 from difformer.reproduction import report as table_report
-from difformer.config.core import CONFIG_DIR
-from difformer.invocation import run
-from difformer.data import DatasetUnavailable
 
 EXPERIMENTS = sorted(str(p.relative_to(CONFIG_DIR / "experiment").with_suffix(""))
                      for p in (CONFIG_DIR / "experiment").rglob("*.yaml")
@@ -183,7 +180,8 @@ def test_hyper_search_is_the_official_grid(compose):
         cfg = hydra_compose("train", overrides=["experiment=hyper_search"],
                             return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
-    assert sweeper.direction == "maximize" and sweeper.sampler._target_.endswith("GridSampler")
+    assert sweeper.direction == "maximize" and sweeper.sampler.name == "grid"
+    assert sweeper._target_.endswith("DifformerOptunaSweeper")
     grid = sweeper.params
     assert grid["optim.weight_decay"] == "choice(0.0, 1.0e-4, 1.0e-3, 1.0e-2, 0.1, 1.0)"
     assert grid["model.num_layers"] == "choice(2, 4, 8, 16)"
@@ -192,7 +190,7 @@ def test_hyper_search_is_the_official_grid(compose):
 
 @pytest.mark.slow  # real-data training or a long end-to-end case: make test-slow
 def test_optuna_sweep_runs_and_optimises_valid(tmp_path):
-    train_py("-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid",
+    train_py("-m", "hydra/sweeper=difformer_optuna", "hydra/sweeper/sampler=grid",
              "hydra.sweeper.n_trials=2", "hydra.sweeper.direction=maximize",
              "model.num_layers=choice(1,2)", "trainer.runs=1",
              "trainer.epochs=3", f"hydra.sweep.dir={tmp_path}")
@@ -265,33 +263,6 @@ def test_config_hash_ignores_nulls_and_volatile_keys(compose):
     assert config_hash(base) == config_hash(same)
     assert config_hash(base) != config_hash(compose("dataset=cora", "model=difformer_s",
                                                     "model.num_layers=4"))
-
-
-def test_optuna_study_resumes_to_the_requested_count_and_survives_failures(tmp_path):
-    pytest.importorskip("optuna")
-    import optuna
-
-    args = ["-m", "hydra/sweeper=resumable_optuna", "hydra/sweeper/sampler=grid",
-            "hydra.sweeper.direction=maximize", "model.num_layers=choice(1,2)",
-            "model.hidden_channels=choice(8,0)", "trainer.runs=1", "trainer.epochs=2",
-            f"hydra.sweep.dir={tmp_path}"]
-    first = train_py(*args, "hydra.sweeper.n_trials=2", check=False)  # as if stopped after 2
-    second = train_py(*args, "hydra.sweeper.n_trials=4", check=False)
-    assert "has 2 finished trial(s); running up to 2 more" in second.stdout
-    study = optuna.load_study(study_name="difformer", storage=f"sqlite:///{tmp_path}/optuna.db")
-    trials = study.get_trials()
-    assert len(trials) == 4  # the requested count in all, each grid point once
-    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
-    states = sorted(t.state.name for t in trials)
-    assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]  # hidden_channels=0 fails
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3"]
-    # an invocation that ran a failing trial lists it and exits 1 (the grid sampler draws the
-    # grid points in a random order, so which invocation that is varies)
-    for proc, numbers in ((first, (0, 1)), (second, (2, 3))):
-        failed = any(t.state.name == "FAIL" for t in trials if t.number in numbers)
-        assert proc.returncode == int(failed), (proc.stdout, proc.stderr)
-    third = train_py(*args, "hydra.sweeper.n_trials=4", check=False)
-    assert "running up to 0 more" in third.stdout and len(study.get_trials()) == 4
 
 
 RECORDS = sorted((CONFIG_DIR.parent / "reproduction/results").glob("*/*.json"))

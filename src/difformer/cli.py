@@ -87,14 +87,18 @@ def preflight(argv: list[str]) -> str | None:
         key = key.lstrip("+~")
         if key in GROUPS and (CONFIG_DIR / key).is_dir():
             options = group_options(key)
+            if value.startswith("choice(") and value.endswith(")"):  # an Optuna search
+                value = value[len("choice(") : -1]
             for choice in value.strip("[]").split(","):  # a sweep, or a list (logger=[a,b])
+                choice = choice.strip()
                 if choice and choice != "null" and choice not in options:
                     return f"{key}={choice} is not a {key}; allowed: {', '.join(options)}"
     return None
 
 
-def _hydra_main(cfg: DictConfig) -> float | None:
-    """Returns the mean validation score, the objective of Hydra sweepers (e.g. Optuna)."""
+def _hydra_main(cfg: DictConfig) -> float | dict | None:
+    """Returns the mean validation score, the objective of Hydra sweepers (e.g. Optuna); a
+    pruned Optuna trial returns ``{"pruned": True, ...}``, a failed job None."""
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -122,13 +126,14 @@ def banner(cfg: DictConfig) -> str:
         return "checking the settings"
 
 
-def _invoke(cfg: DictConfig, run_dir: Path) -> float | None:
+def _invoke(cfg: DictConfig, run_dir: Path) -> float | dict | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     # start-up time: torch, PyG and the modes are imported once the command line is checked
     from .data import DatasetUnavailable
     from .invocation import record_failure, run
+    from .sweeps.trial import TrialPruned
     from .train.lifecycle import Interrupted
 
     hydra_cfg = HydraConfig.get()
@@ -163,6 +168,9 @@ def _invoke(cfg: DictConfig, run_dir: Path) -> float | None:
             )
             print(f"stopped by {err}: {err.outcome()}{resume}", file=sys.stderr, flush=True)
             sys.exit(err.exit_code)
+        if isinstance(err, TrialPruned):  # the sweeper records the trial as pruned
+            print(f"{err} ({run_dir})", flush=True)
+            return {"pruned": True, "step": err.epoch, "value": err.value}
         if isinstance(err, KeyboardInterrupt):
             sys.exit(130)
         if not isinstance(err, Exception):
@@ -188,6 +196,7 @@ def outcome(err: BaseException) -> tuple[int, str] | None:
     from .data import DataError, DatasetUnavailable
     from .data.safe_pickle import UnsafeDataFile
     from .train.checkpoint import CheckpointError
+    from .train.distributed import peer_lost
     from .train.lifecycle import NonFiniteLoss
 
     if isinstance(
@@ -196,6 +205,12 @@ def outcome(err: BaseException) -> tuple[int, str] | None:
         return 2, f"error: {err}"
     if isinstance(err, NonFiniteLoss):
         return 1, f"error: {err}"
+    lost = peer_lost(err)
+    if lost is not None:
+        return 1, (
+            f"error: another process of this torchrun job stopped ({lost}); the run's last "
+            "checkpoint is kept: start the job again on every node to resume"
+        )
     if isinstance(err, OSError):
         return 1, f"error: {os_error_line(err)}"
     return None

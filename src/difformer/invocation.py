@@ -20,6 +20,8 @@ from .data import DatasetUnavailable
 from .modes import evaluate, inspect, train
 from .runs import rundir
 from .runs.files import write_text
+from .sweeps.trial import TrialPruned
+from .sweeps.trial import from_sweeper_config as trial_reporter
 from .train import distributed
 from .train.checkpoint import OFFICIAL_FORMAT, load_checkpoint
 from .train.lifecycle import Interrupted
@@ -78,9 +80,20 @@ def dispatch(settings: Settings, probe, run_dir: Path, ckpt: dict | None) -> dic
             return inspect.inspect_checkpoint(settings, run_dir, ckpt)
         return evaluate.evaluate_checkpoint(settings, ckpt, run_dir)
     rundir.write_status(run_dir, "running", settings.config_hash)
-    summary = train.train(settings, probe, run_dir)
+    summary = train.train(settings, probe, run_dir, trial=sweep_trial(settings))
     rundir.write_status(run_dir, "finished", settings.config_hash)
     return summary
+
+
+def sweep_trial(settings: Settings):
+    """The Optuna trial this job is, when the sweeper (``hydra/sweeper=difformer_optuna``) with
+    a persistent study started it: the job reports its valid scores there and may be pruned."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    sweeper = HydraConfig.get().get("sweeper")  # type: ignore[attr-defined]
+    return trial_reporter(sweeper, settings.trainer.epochs)
 
 
 def parallel_job_threads() -> int | None:
@@ -112,6 +125,9 @@ def record_failure(run_dir: Path, cfg: DictConfig, err: BaseException) -> None:
         rundir.write_status(
             run_dir, "interrupted", safe_hash(cfg), error=str(err), signal=err.signum
         )
+        return
+    if isinstance(err, TrialPruned):
+        rundir.write_status(run_dir, "pruned", safe_hash(cfg), error=str(err))
         return
     status = "unavailable" if isinstance(err, DatasetUnavailable) else "failed"
     rundir.write_status(

@@ -122,7 +122,9 @@ def parallel_workers(trainer, device) -> int:
     return balanced_workers(trainer.runs, torch.get_num_threads())
 
 
-def train(settings: Settings, probe, run_dir: Path) -> dict:
+def train(settings: Settings, probe, run_dir: Path, trial=None) -> dict:
+    """``trial``: an Optuna trial reporter (:mod:`difformer.sweeps.trial`) when a sweeper
+    started this job; it sees every evaluated epoch and may stop the job (pruned)."""
     start = time.time()
     trainer = settings.trainer
     spec, task_cls = task_of(settings)
@@ -131,7 +133,8 @@ def train(settings: Settings, probe, run_dir: Path) -> dict:
     workers = None
     try:
         lead = distributed.rank() == 0
-        parallel = parallel_workers(trainer, device)
+        # a pruned study judges each epoch as it ends: its trials train their runs in turn
+        parallel = 1 if trial is not None and trial.prunes else parallel_workers(trainer, device)
         if lead and parallel > 1:
             # started before this process loads the data: their start-up overlaps ours
             workers = Workers(
@@ -152,6 +155,8 @@ def train(settings: Settings, probe, run_dir: Path) -> dict:
         if lead and not worker:
             print(dataset.summary(), flush=True)
         logger = RunLogger(run_dir, settings.logger, settings.config) if lead else NullLogger()
+        if trial is not None and lead:
+            logger = trial.wrap(logger)
         try:
             if workers is not None:
                 workers.finish(logger)

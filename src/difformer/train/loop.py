@@ -228,6 +228,7 @@ class TrainingRun:
     def epoch(self, epoch: int, epochs: int, progress: Progress) -> None:
         t0 = time.time()
         model, state = self.model, self.state
+        distributed.seed_epoch(self.loop.settings.seed + self.run, epoch)
         if hasattr(model, "on_epoch_start"):  # e.g. Polynormer's local-then-global
             model.on_epoch_start(epoch)  # type: ignore[operator]
         if self.runner is None:
