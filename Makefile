@@ -90,3 +90,4 @@ bench: $(STAMP)  ## the benchmarks (bench/*results.json)
 	$(BIN)/python scripts/bench_speed.py
 	$(BIN)/python scripts/bench_stacked.py
 	$(BIN)/python scripts/bench_startup.py
+	$(BIN)/python scripts/bench_tu_epoch.py

@@ -261,6 +261,7 @@ def attempt(case: Case, compose, run_dir: Path):
     return 0, None, summary
 
 
+@pytest.mark.slow  # moved from the default tier to keep make test under 10 minutes
 def test_a_generated_corpus_never_ends_in_a_traceback_or_a_silent_result(tmp_path, compose):
     cases = corpus(tmp_path)
     assert len(cases) >= 200

@@ -22,6 +22,7 @@ SMALL = {"difformer": {"hidden_channels": 8}, "mlp": {"hidden_channels": 8},
          "polynormer": {"hidden_channels": 8, "local_layers": 2, "local_epochs": 0},
          # graph-level: one prediction for the whole graph (tests/test_graph_models.py)
          "difformer_graph": {"hidden_channels": 8}, "mol_gnn": {"hidden_channels": 8},
+         "deepsets": {"hidden_channels": 8},
          "gated_gt": {"hidden_channels": 8, "lap_pe": 0},
          "gps": {"hidden_channels": 8, "heads": 2, "pe": "none"}}
 

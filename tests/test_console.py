@@ -18,7 +18,8 @@ def console(*args, env=None) -> str:
     return proc.stdout
 
 
-@pytest.mark.parametrize("extra", [[], ["trainer.parallel_runs=2"]], ids=["one", "workers"])
+@pytest.mark.parametrize("extra", [[], pytest.param(["trainer.parallel_runs=2"], marks=pytest.mark.slow)],
+                         ids=["one", "workers"])
 def test_train_log_is_the_console(tmp_path, extra):
     shown = console("trainer.runs=2", "trainer.epochs=3", "trainer.log_every=1", *extra,
                     f"hydra.run.dir={tmp_path}")
@@ -34,6 +35,7 @@ def test_train_log_is_the_console(tmp_path, extra):
         assert any(line.startswith("[worker 1] run 1 | seed 124") for line in lines)
 
 
+@pytest.mark.slow  # moved from the default tier to keep make test under 10 minutes
 def test_a_missing_std_reads_n_a(tmp_path):
     shown = console("trainer.runs=1", "trainer.epochs=2", "trainer.progress=false",
                     f"hydra.run.dir={tmp_path}")

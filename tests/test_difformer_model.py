@@ -261,7 +261,7 @@ def test_bad_arguments_are_named(kwargs, match):
 def test_registry():
     model = build_model("difformer", 7, 3, hidden_channels=16, num_layers=1)
     assert isinstance(model, DIFFormer) and model.fcs[0].in_features == 7
-    with pytest.raises(ValueError, match="unknown model .nope.; allowed: appnp, dcrnn, dense_gat"):
+    with pytest.raises(ValueError, match="unknown model .nope.; allowed: appnp, dcrnn, deepsets, dense_gat"):
         build_model("nope", 1, 1)
 
 

@@ -148,6 +148,7 @@ GRAPH_MODELS = {
                          local="gatedgcn", pe="lap", pe_dim=3),
     "gin_vn": dict(name="mol_gnn", hidden_channels=16, num_layers=3, virtual_node=True),
     "gcn": dict(name="mol_gnn", hidden_channels=16, num_layers=3, conv="gcn"),
+    "deepsets": dict(name="deepsets", hidden_channels=16, num_layers=2),
 }
 
 
@@ -268,3 +269,30 @@ def test_every_graph_level_model_can_read_positional_encodings():
         model(x, edges)
     with pytest.raises(ValueError, match="pe='spd' is not allowed; use lap, rwse or none"):
         MolGNN(3, 8, 2, pe="spd")
+
+
+def test_deepsets_is_a_sum_over_each_graphs_nodes_and_never_reads_the_edges():
+    """Deep Sets, the structure-agnostic floor: rho(sum over a graph's nodes of phi(x)),
+    computed here node by node with the layers' own weights."""
+    from difformer.models.deepsets import DeepSets
+
+    torch.manual_seed(0)
+    model = DeepSets(3, 8, 2, num_layers=2).eval()
+    x, batch = torch.randn(7, 3), torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    edges = torch.tensor([[0, 1, 3, 5], [1, 2, 4, 6]])
+
+    def phi(v):
+        v = model.node_encoder.encoder.weight @ v + model.node_encoder.encoder.bias
+        for layer in model.phi:
+            v = torch.relu(layer.weight @ v + layer.bias)
+        return v
+
+    want = []
+    for g in range(3):
+        total = sum(phi(x[i]) for i in range(7) if batch[i] == g)
+        hidden = torch.relu(model.rho.weight @ total + model.rho.bias)
+        want.append(model.head.weight @ hidden + model.head.bias)
+    out = model(x, edges, batch=batch)
+    torch.testing.assert_close(out, torch.stack(want), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(x, edges[:, :1], batch=batch), out)  # edges ignored
+    assert model.requires_graph is False

@@ -62,6 +62,7 @@ def test_plateau_scheduler_follows_its_rule(enzymes_run):
         assert lr < 3e-3  # it did halve: the rule was exercised
 
 
+@pytest.mark.slow  # moved from the default tier to keep make test under 10 minutes
 def test_graph_checkpoint_evaluates_to_the_recorded_score(enzymes_run, tmp_path):
     out, _ = enzymes_run
     train_py("mode=eval", f"checkpoint={out}/checkpoints/run0.pt", "threads=1",

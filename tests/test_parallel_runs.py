@@ -18,6 +18,7 @@ def metrics(run_dir):
             for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # moved from the default tier to keep make test under 10 minutes
 def test_parallel_runs_equal_the_sequential_runs_and_resume_after_sigterm(tmp_path):
     reference = tmp_path / "sequential"
     finish(*ARGS, "threads=1", f"hydra.run.dir={reference}")  # 1 thread per run, as below

@@ -34,6 +34,7 @@ def train_npz(tmp_path, *args, check=True):
                     f"hydra.run.dir={tmp_path / 'run'}", check=check)
 
 
+@pytest.mark.slow  # moved from the default tier to keep make test under 10 minutes
 def test_a_resume_on_changed_data_is_refused_in_one_line(tmp_path):
     """Stop after run 0 (its summary and run 1's files gone), change the file in place, rerun:
     refused -- the runs would average two versions of the data; resume=false starts over."""
@@ -95,6 +96,7 @@ def flip_tensor_bytes(path: Path, tensor: torch.Tensor) -> None:
     path.write_bytes(raw[:at] + bytes(b ^ 0x5A for b in raw[at:at + 64]) + raw[at + 64:])
 
 
+@pytest.mark.slow  # moved from the default tier to keep make test under 10 minutes
 def test_damaged_and_diverged_checkpoints_are_refused(tmp_path):
     npz_graph(tmp_path / "g.npz")
     train_npz(tmp_path, "trainer.runs=1")
@@ -249,6 +251,7 @@ def test_a_read_only_run_directory_is_one_line(tmp_path):
         "system (choose another with hydra.run.dir=...)\n")
 
 
+@pytest.mark.slow  # moved from the default tier to keep make test under 10 minutes
 def test_options_that_would_be_silently_dropped_are_refused(tmp_path):
     proc = train_py("dataset=chickenpox", "trainer.batch_size=64",
                     f"hydra.run.dir={tmp_path / 'a'}", check=False)

@@ -326,3 +326,17 @@ def test_a_record_at_a_reduced_budget_shows_its_numbers_and_budget(tmp_path):
     assert r["verdict"] == "reduced budget" and r["status"] == "reduced" and r["n_runs"] == 1
     assert r["ours_mean"] == pytest.approx(100 * recorded["summary"]["test_mean"])
     assert r["note"].startswith("reduced budget: trainer.runs=1 trainer.epochs=5")
+
+
+def test_a_cells_standing_note_is_shown_beside_its_numbers(tmp_path):
+    """paper.note (e.g. why a model sits below the structure-agnostic floor) reaches the row,
+    for a cell measured at its settings and for one measured at a reduced budget."""
+    summary = {"test_mean": 0.6, "test_std": 0.05, "n_runs": 10, "std_ddof": 1}
+    paper = {"metric": "accuracy", "unit": "percent", "mean": None, "std": None,
+             "note": "below Deep Sets: its settings were not searched"}
+    done = cells.Cell("enzymes/x", tmp_path, "h", paper, status="done", summary=summary)
+    assert table_report.row(done)["note"] == paper["note"]
+    reduced = cells.Cell("enzymes/x", tmp_path, "h", paper, status="pending", summary=summary,
+                         budget=["trainer.epochs=50"])
+    assert table_report.row(reduced)["note"] == (
+        "below Deep Sets: its settings were not searched; reduced budget: trainer.epochs=50")

@@ -48,6 +48,7 @@ _REGISTRY: dict[str, tuple[str, dict]] = {
     # graph-level (one prediction per graph; level = "graph")
     "difformer_graph": ("graph_level:GraphDIFFormer", {}),
     "mol_gnn": ("graph_level:MolGNN", {}),
+    "deepsets": ("deepsets:DeepSets", {}),
     "gated_gt": ("graph_transformers:GatedGT", {}),
     "gps": ("graph_transformers:GPS", {}),
 }

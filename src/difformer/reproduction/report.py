@@ -52,6 +52,7 @@ def row(cell: Cell) -> dict:
             out["diff"] = out["ours_mean"] - p["mean"]
         out["verdict"] = verdict(out["ours_mean"], out["ours_std"], p.get("mean"), p.get("std"))
         out["note"] = _notes(s, s.get("paper_std_ddof") == 0 and "test_std_population" in s)
+        out["note"] = "; ".join(filter(None, [p.get("note"), out["note"]])) or None
         if out["verdict"] == "outside":  # the cause found, or "unknown" and what was ruled out
             why = p.get("outside_note") or "cause: not investigated (no paper.outside_note)"
             out["note"] = "; ".join(filter(None, [why, out["note"]]))
@@ -60,7 +61,10 @@ def row(cell: Cell) -> dict:
         # verdict against the paper (make reproduce still runs the cell in full)
         out.update(_measured(cell, s), status="reduced", verdict="reduced budget")
         out["note"] = "; ".join(
-            filter(None, ["reduced budget: " + " ".join(cell.budget), _notes(s, False)])
+            filter(
+                None,
+                [p.get("note"), "reduced budget: " + " ".join(cell.budget), _notes(s, False)],
+            )
         )
     elif cell.status == "unavailable":
         out["verdict"] = "not run: data unavailable"
