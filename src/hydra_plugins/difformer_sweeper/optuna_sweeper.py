@@ -110,12 +110,13 @@ class DifformerOptunaSweeper(Sweeper):
         dataset once; returns the direction (``auto``: from the dataset's metric)."""
         from hydra.core.hydra_config import HydraConfig
 
-        from difformer.invocation import validate
+        from difformer.config.settings import build_probe, resolve
         from difformer.modes.train import load_data
         from difformer.train.metrics import HIGHER_IS_BETTER
+        from difformer.train.tasks import TASKS
 
         loader = self.hydra_context.config_loader
-        settings = probe = None
+        first = None  # (settings, probe) of the first point: its dataset is loaded below
         for point in space.corners():
             overrides = space.overrides(point)
             cfg = loader.load_sweep_config(self.config, overrides)
@@ -123,20 +124,17 @@ class DifformerOptunaSweeper(Sweeper):
             with open_dict(cfg):
                 del cfg["hydra"]
             try:
-                checked = validate(cfg)
+                settings = resolve(cfg, TASKS)
+                probe = build_probe(settings)  # the model's own checks of its keywords
             except ConfigError as err:
                 where = " ".join(f"{k}={search_space.text(v)}" for k, v in point.items())
                 raise ConfigError(f"a trial with {where} cannot run: {err}") from err
-            if settings is None:
-                settings = checked
+            first = first or (settings, probe)
         HydraConfig.instance().set_config(self.config)
-        assert settings is not None
+        assert first is not None
         if not self.check_data and self.direction != "auto":
             return self.direction
-        from difformer.config.settings import build_probe
-
-        probe = build_probe(settings)
-        _, spec = load_data(settings, probe)
+        _, spec = load_data(*first)
         if self.direction != "auto":
             return self.direction
         return "maximize" if HIGHER_IS_BETTER.get(spec.metric, True) else "minimize"
