@@ -33,8 +33,30 @@ def test_every_baseline_gets_the_same_budget_and_a_full_grid_of_its_own_keys(com
 
 
 def test_an_unknown_model_is_refused_before_anything_runs():
-    with pytest.raises(SystemExit, match="no baseline search for model 'gnc'; allowed: dense_gat"):
+    with pytest.raises(SystemExit, match="no baseline_search for model 'gnc'; allowed: dense_gat"):
         search.main(["--dataset", "cora", "--model", "gnc"])
+
+
+def test_every_graph_level_model_is_searched_on_one_and_the_same_grid(compose):
+    """Issue #27's equal budget: one grid (common.yaml) for every graph-level model, each key
+    a setting the model really has, and every graph-level model config in the family."""
+    grids = set()
+    for model in search.models("graph_search"):
+        axes, budget, runs = search.grid(model, "graph_search")
+        assert math.prod(len(v) for v in axes.values()) == budget == 8, model
+        grids.add((json.dumps(axes), budget, runs))
+        cfg = compose(f"experiment=graph_search/{model}", "dataset=tu")
+        assert cfg.trainer.epochs == 50 and cfg.trainer.runs == 3, model
+        for key in axes:
+            assert OmegaConf.select(cfg, key) is not None, f"{model}: {key}"
+    assert len(grids) == 1
+    graph_models = {p.stem for p in (CONFIG_DIR / "model").glob("*.yaml")
+                    if yaml.safe_load(p.read_text()).get("name") in
+                    ("difformer_graph", "mol_gnn", "gps", "gated_gt", "deepsets")
+                    or p.stem == "difformer_s_pernode_graph"}
+    assert graph_models == set(search.models("graph_search"))
+    with pytest.raises(SystemExit, match="no search family 'graphs'; allowed: baseline_search"):
+        search.models("graphs")
 
 
 def fake_study(tmp_path, scores, failed=0):
@@ -120,7 +142,7 @@ def test_a_search_runs_from_a_fresh_folder_and_resumes(tmp_path):
 def test_committed_searches_are_complete_and_their_choices_are_the_recipes(path, compose):
     result = json.loads(path.read_text())
     dataset, model = path.parent.name, path.stem
-    axes, budget, runs = search.grid(model)
+    axes, budget, runs = search.grid(model, result.get("family", "baseline_search"))
     assert (result["grid"], result["budget"], result["runs_per_trial"]) == (axes, budget, runs)
     points = {tuple(t["params"][k] for k in axes) for t in result["trials"]}
     assert points == set(itertools.product(*axes.values()))
@@ -139,7 +161,7 @@ def test_committed_searches_are_complete_and_their_choices_are_the_recipes(path,
 def test_a_stopped_search_does_not_go_on_to_the_next_baseline(monkeypatch, capsys):
     started = []
 
-    def stopped(dataset, model, out, threads=None):
+    def stopped(dataset, model, out, threads=None, family="baseline_search"):
         started.append(model)
         return 143  # the multirun child stopped by a SIGTERM, checkpoint saved
 

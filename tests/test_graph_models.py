@@ -119,6 +119,72 @@ def test_per_graph_simple_kernel_equals_a_dense_reference():
                                atol=1e-6, rtol=1e-5)
 
 
+def test_sigmoid_attention_on_graph_batches_survives_rows_whose_scores_all_underflow():
+    """Scores near -200 for every key of some rows: float32 sigmoids are 0 there and the
+    official quotient is 0/0; the batch path gives the float64 official weights, finite
+    values and gradients (the cause of DIFFormer-a's NaN at width 128 on ENZYMES)."""
+    from difformer.models.attention.batched import batched_sigmoid_attention
+    from difformer.models.attention.kernels import sigmoid_rows
+
+    torch.manual_seed(0)
+    sizes = [2, 5, 1, 7]
+    batch = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))
+    q = torch.randn(15, 2, 4)
+    k = torch.randn(15, 2, 4)
+    q[:7] = q[:7].sign() * 10.0  # first two graphs: every q.k is +-400 or so
+    k[:7] = -q[:7] * 0.5 + 0.01 * torch.randn(7, 2, 4)
+    v = torch.randn(15, 2, 3)
+    assert torch.isnan(sigmoid_rows(q[:2], k[:2], v[:2])).any()  # the official form fails
+    expected, start = [], 0
+    for n in sizes:
+        rows = slice(start, start + n)
+        expected.append(sigmoid_rows(q[rows].double(), k[rows].double(), v[rows].double()))
+        start += n
+    expected = torch.cat(expected).float()
+    assert torch.isfinite(expected).all()
+    for alone in (False, True):  # padded groups, and each graph alone (max_entries=1)
+        qg = q.clone().requires_grad_()
+        out = batched_sigmoid_attention(qg, k, v, batch, 4, max_entries=1 if alone else 1 << 22)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        out.square().sum().backward()
+        assert torch.isfinite(qg.grad).all()
+
+
+def test_graph_difformer_appends_each_nodes_mean_incoming_edge_encoding():
+    """Against a loop over nodes: the input DIFFormer receives is [atom embedding, mean of the
+    node's incoming bond encodings (0 without)]; edges change the output; without edge_attr one
+    line; edge_features=False is the model without an edge encoder."""
+    from difformer.models.graph_level import GraphDIFFormer
+
+    torch.manual_seed(0)
+    kw = dict(node_input="categorical", edge_input="categorical", edge_channels=3,
+              num_layers=2, kernel="simple_pernode")
+    model = GraphDIFFormer(10, 8, 2, edge_features=True, **kw).eval()
+    x = torch.randint(0, 10, (5, 1))
+    edge_index = torch.tensor([[0, 1, 2, 3, 0], [1, 0, 1, 1, 3]])  # node 2 and 4: no in-edge
+    edge_attr = torch.tensor([[0], [2], [1], [1], [2]])
+    rows = []
+    for i in range(5):
+        into = [e for e in range(5) if int(edge_index[1, e]) == i]
+        enc = model.edge_encoder.encoder.weight[edge_attr[into].view(-1)]
+        rows.append(enc.mean(0) if into else torch.zeros(8))
+    h = torch.cat([model.encoder(x), torch.stack(rows)], dim=1)
+    from torch_geometric.utils import add_self_loops
+
+    looped = add_self_loops(edge_index, num_nodes=5)[0]
+    expected = model.difformer(h, looped, batch=torch.zeros(5, dtype=torch.long)).mean(0)
+    out = model(x, edge_index, edge_attr=edge_attr)
+    torch.testing.assert_close(out[0], expected, atol=1e-6, rtol=1e-5)
+    assert (model(x, edge_index, edge_attr=(edge_attr + 1) % 3) - out).abs().max() > 1e-4
+    with pytest.raises(ValueError, match=r"^this model reads edge features \(edge_input="
+                       r"categorical\): pass edge_index and edge_attr, or build it with "
+                       r"edge_features=False$"):
+        model(x, edge_index)
+    plain = GraphDIFFormer(10, 8, 2, edge_features=False, **kw)
+    assert plain.edge_encoder is None and not any("edge" in k for k in plain.state_dict())
+    assert plain(x, edge_index).shape == (1, 2)
+
+
 def test_groups_pad_only_within_budget_and_leave_a_large_graph_alone():
     def cost(count, widest, nodes):
         return count * widest
@@ -138,9 +204,10 @@ def graph_model(name, categorical=False, **kw):
 
 
 GRAPH_MODELS = {
-    "difformer_s_graph": dict(name="difformer_graph", hidden_channels=16, num_layers=2),
+    "difformer_s_graph": dict(name="difformer_graph", hidden_channels=16, num_layers=2,
+                              edge_features=True),
     "difformer_a_graph": dict(name="difformer_graph", hidden_channels=16, num_layers=2,
-                              kernel="sigmoid"),
+                              kernel="sigmoid", edge_features=True),
     "gated_gt": dict(name="gated_gt", hidden_channels=16, num_layers=2, lap_pe=3),
     "gps_gine": dict(name="gps", hidden_channels=16, num_layers=2, heads=2, pe="rwse",
                      pe_dim=4),
@@ -178,7 +245,7 @@ def test_graph_level_predictions_are_batch_invariant(key):
 def test_node_encoders_match_ogb_and_embeddings():
     from ogb.graphproppred.mol_encoder import AtomEncoder
 
-    from difformer.models.graph_level import EdgeEncoder, NodeEncoder
+    from difformer.models.graph_inputs import EdgeEncoder, NodeEncoder
 
     torch.manual_seed(0)
     atoms = NodeEncoder("ogb_atom", 9, 8)

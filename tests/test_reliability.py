@@ -74,6 +74,7 @@ def test_a_torn_metrics_line_is_dropped_and_never_appended_to(tmp_path):
         read_jsonl(path)
 
 
+@pytest.mark.slow  # ~20 s idle: make test-slow (keeps make test under 10 minutes)
 def test_a_run_whose_metrics_file_was_torn_resumes(tmp_path):
     npz_graph(tmp_path / "g.npz")
     train_npz(tmp_path, "trainer.runs=2")

@@ -116,6 +116,7 @@ def test_a_missing_dataset_stops_the_sweep_before_the_study(tmp_path):
 
 @pytest.mark.skipif(not (DATA_DIR / "Planetoid/Cora/raw/ind.cora.x").exists(),
                     reason="no Cora files")
+@pytest.mark.slow  # ~40 s idle: make test-slow (keeps make test under 10 minutes)
 def test_a_study_resumes_to_its_total_and_a_study_of_failures_is_one_line(tmp_path):
     # the data check off: a trial on a dataset whose files are absent (PubMed) fails when it runs
     assert not (DATA_DIR / "Planetoid/PubMed").exists()

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .graph_level import NodeEncoder, num_graphs_of
+from .graph_inputs import NodeEncoder, num_graphs_of
 
 
 class DeepSets(nn.Module):

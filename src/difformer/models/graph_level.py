@@ -23,105 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .difformer import DIFFormer
-
-
-class NodeEncoder(nn.Module):
-    """Node features -> hidden: OGB's ``AtomEncoder`` (9 categorical features), one embedding
-    table (a single categorical column, ``in_channels`` values) or a linear map (dense)."""
-
-    def __init__(self, kind: str, in_channels: int, hidden: int):
-        super().__init__()
-        if kind not in ("ogb_atom", "categorical", "dense"):
-            raise ValueError(
-                f"node_input={kind!r} is not allowed; use ogb_atom, categorical or dense"
-            )
-        if kind == "ogb_atom":
-            from ogb.graphproppred.mol_encoder import AtomEncoder
-
-            self.encoder = AtomEncoder(hidden)
-        elif kind == "categorical":
-            self.encoder = nn.Embedding(in_channels, hidden)
-        else:
-            self.encoder = nn.Linear(in_channels, hidden)
-        self.kind = kind
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.kind == "categorical":
-            return self.encoder(x.view(-1).long())
-        if self.kind == "dense":
-            return self.encoder(x.float())
-        return self.encoder(x.long())
-
-
-class EdgeEncoder(nn.Module):
-    """Edge features -> hidden: OGB's ``BondEncoder``, one embedding table, a linear map, or
-    (``kind=None``: the data has none) one learned vector shared by every edge."""
-
-    def __init__(self, kind: str | None, in_channels: int, hidden: int):
-        super().__init__()
-        if kind not in (None, "ogb_bond", "categorical", "dense"):
-            raise ValueError(
-                f"edge_input={kind!r} is not allowed; use ogb_bond, categorical, dense or null"
-            )
-        if kind == "ogb_bond":
-            from ogb.graphproppred.mol_encoder import BondEncoder
-
-            self.encoder = BondEncoder(hidden)
-        elif kind == "categorical":
-            self.encoder = nn.Embedding(in_channels, hidden)
-        elif kind == "dense":
-            self.encoder = nn.Linear(in_channels, hidden)
-        else:
-            self.constant = nn.Parameter(torch.zeros(1, hidden))
-        self.kind = kind
-
-    def forward(self, edge_attr: Tensor | None, num_edges: int) -> Tensor:
-        if self.kind is None:
-            return self.constant.expand(num_edges, -1)
-        if self.kind == "categorical":
-            return self.encoder(edge_attr.view(-1).long())  # type: ignore[union-attr]
-        if self.kind == "dense":
-            return self.encoder(edge_attr.float())  # type: ignore[union-attr]
-        return self.encoder(edge_attr.long())  # type: ignore[union-attr]
-
-
-PE_KINDS = ("lap", "rwse")
-
-
-def flip_signs(pe: Tensor, training: bool) -> Tensor:
-    """Laplacian eigenvectors with one random sign per column (shared by every node of the
-    batch) in training; unchanged in evaluation."""
-    if not training or pe.shape[1] == 0:
-        return pe
-    sign = torch.randint(0, 2, (pe.shape[1],), device=pe.device).to(pe.dtype) * 2 - 1
-    return pe * sign
-
-
-def pe_kind(pe: str | None, pe_dim: int | None) -> str | None:
-    """``pe``: ``lap`` (Laplacian eigenvectors), ``rwse`` (random-walk return probabilities)
-    or null / ``none``; checked, None when there is none."""
-    if pe not in (*PE_KINDS, None, "none"):
-        raise ValueError(f"pe={pe!r} is not allowed; use lap, rwse or none")
-    return None if pe in (None, "none") or pe_dim == 0 else pe
-
-
-def pe_input(kind: str, training: bool, lap_pe: Tensor | None, rwse_pe: Tensor | None) -> Tensor:
-    """The encoding a model declared, from the batch (a random sign per Laplacian column in
-    training, as GraphGPS)."""
-    pe = lap_pe if kind == "lap" else rwse_pe
-    if pe is None:
-        raise ValueError(f"pe={kind} needs {kind}_pe= (the data's positional encodings)")
-    return flip_signs(pe.float(), training) if kind == "lap" else pe.float()
-
-
-def mean_pool(h: Tensor, batch: Tensor | None, num_graphs: int | None = None) -> Tensor:
-    from torch_geometric.nn import global_mean_pool
-
-    return global_mean_pool(h, batch, size=num_graphs)
-
-
-def num_graphs_of(batch: Tensor | None) -> int:
-    return 1 if batch is None else (int(batch.max()) + 1 if batch.numel() else 0)
+from .graph_inputs import EdgeEncoder, NodeEncoder, mean_pool, num_graphs_of, pe_input, pe_kind
 
 
 class GraphDIFFormer(nn.Module):
@@ -136,6 +38,14 @@ class GraphDIFFormer(nn.Module):
 
     ``pe`` (``lap`` | ``rwse`` | null), ``pe_dim``: positional encodings appended to each node's
     input, so DIFFormer's own input layer learns how to use them.
+
+    ``edge_features`` (where the data has them, ``edge_input`` not null: bonds of molecules):
+    each edge's features are encoded (:class:`EdgeEncoder`, width ``hidden_channels``) and
+    every node's input gets the mean of its incoming edges' encodings appended (zeros for a
+    node without in-edges), so both the attention and the GCN branch see them from the first
+    layer on. DIFFormer's layers themselves stay the official ones; the GIN/GCN baselines
+    instead add edge encodings to each message. False: edge features are ignored (the
+    class default, which old checkpoints of molecule models need; the model configs set it true).
     """
 
     level = "graph"
@@ -152,10 +62,17 @@ class GraphDIFFormer(nn.Module):
         self_loops: bool = True,
         pe: str | None = None,
         pe_dim: int | None = None,
+        edge_features: bool = False,
         **difformer_kwargs,
     ):
         super().__init__()
         self.self_loops = self_loops
+        self.edge_encoder = (
+            EdgeEncoder(edge_input, edge_channels, hidden_channels)
+            if edge_features and edge_input is not None
+            else None
+        )
+        edge_width = 0 if self.edge_encoder is None else hidden_channels
         pe_dim = 16 if pe_dim is None else pe_dim
         self.pe = pe_kind(pe, pe_dim)
         self.positional_encodings = {self.pe: pe_dim} if self.pe else {}
@@ -163,7 +80,9 @@ class GraphDIFFormer(nn.Module):
             None if node_input == "dense" else NodeEncoder(node_input, in_channels, hidden_channels)
         )
         self.difformer = DIFFormer(
-            (in_channels if self.encoder is None else hidden_channels) + (pe_dim if self.pe else 0),
+            (in_channels if self.encoder is None else hidden_channels)
+            + (pe_dim if self.pe else 0)
+            + edge_width,
             hidden_channels,
             out_channels,
             **difformer_kwargs,
@@ -187,12 +106,29 @@ class GraphDIFFormer(nn.Module):
         h = x.float() if self.encoder is None else self.encoder(x)
         if self.pe is not None:
             h = torch.cat([h, pe_input(self.pe, self.training, lap_pe, rwse_pe)], dim=1)
+        if self.edge_encoder is not None:
+            h = torch.cat([h, self.incoming_edges(edge_index, edge_attr, x.shape[0])], dim=1)
         if self.self_loops and edge_index is not None and self.difformer.use_graph:
             from torch_geometric.utils import add_self_loops, remove_self_loops
 
             edge_index = add_self_loops(remove_self_loops(edge_index)[0], num_nodes=x.shape[0])[0]
         out = self.difformer(h, edge_index, batch=batch)
         return mean_pool(out, batch, num_graphs_of(batch))
+
+    def incoming_edges(
+        self, edge_index: Tensor | None, edge_attr: Tensor | None, num_nodes: int
+    ) -> Tensor:
+        """The mean encoding of each node's incoming edges [N, hidden] (zeros without any)."""
+        from torch_geometric.utils import scatter
+
+        assert self.edge_encoder is not None
+        if edge_index is None or edge_attr is None:
+            raise ValueError(
+                f"this model reads edge features (edge_input={self.edge_encoder.kind}): pass "
+                "edge_index and edge_attr, or build it with edge_features=False"
+            )
+        encoded = self.edge_encoder(edge_attr, edge_index.shape[1])
+        return scatter(encoded, edge_index[1], dim=0, dim_size=num_nodes, reduce="mean")
 
 
 class MolGCNConv(nn.Module):

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .graph_level import (
+from .graph_inputs import (
     EdgeEncoder,
     NodeEncoder,
     flip_signs,

@@ -1,9 +1,12 @@
 """One documented search for the baselines: the same budget for each, selected on valid.
 
     python scripts/search_baselines.py --dataset cora [--model gcn ...] [--threads 1]
+    python scripts/search_baselines.py --family graph_search --dataset tu [--model gin_graph]
 
-Each baseline's grid is ``configs/experiment/baseline_search/<model>.yaml``: the same number of
-grid points for every baseline (``common.yaml``), each point trained ``trainer.runs`` times and
+A family of searches is a folder ``configs/experiment/<family>/``: ``baseline_search`` (the
+node-level baselines) and ``graph_search`` (every graph-level model, one grid for all). Each
+model's grid is ``configs/experiment/<family>/<model>.yaml``: the same number of
+grid points for every model (``common.yaml``), each point trained ``trainer.runs`` times and
 scored by the mean validation accuracy that ``train.py`` returns. A study lives in
 ``<out>/runs/<dataset>/<model>/optuna.db``, so a stopped search continues where it stopped.
 Once a study holds every grid point, its best point (the highest validation mean; of equal
@@ -34,7 +37,7 @@ from ..system import processes
 from .records import machine
 
 REPO = CONFIG_DIR.parent
-SEARCHES = CONFIG_DIR / "experiment" / "baseline_search"
+FAMILIES = ("baseline_search", "graph_search")
 RECIPES = CONFIG_DIR / "recipe"
 OUT = REPO / "reproduction" / "search"
 STUDY = "baseline_search"
@@ -48,27 +51,31 @@ class SearchIncomplete(RuntimeError):
     pass
 
 
-def models() -> list[str]:
-    return sorted(p.stem for p in SEARCHES.glob("*.yaml") if p.stem != "common")
+def searches(family: str = "baseline_search") -> Path:
+    if family not in FAMILIES:
+        raise SystemExit(f"error: no search family {family!r}; allowed: {', '.join(FAMILIES)}")
+    return CONFIG_DIR / "experiment" / family
 
 
-def grid(model: str) -> tuple[dict[str, list], int, int]:
+def models(family: str = "baseline_search") -> list[str]:
+    return sorted(p.stem for p in searches(family).glob("*.yaml") if p.stem != "common")
+
+
+def grid(model: str, family: str = "baseline_search") -> tuple[dict[str, list], int, int]:
     """(the grid's axes as {key: values}, the trial budget, the runs per trial) of ``model``."""
     from hydra import compose, initialize_config_dir
 
-    if model not in models():
+    if model not in models(family):
         raise SystemExit(
-            f"error: no baseline search for model {model!r}; allowed: {', '.join(models())}"
+            f"error: no {family} for model {model!r}; allowed: {', '.join(models(family))}"
         )
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(
-            "train", overrides=[f"experiment=baseline_search/{model}"], return_hydra_config=True
-        )
+        cfg = compose("train", overrides=[f"experiment={family}/{model}"], return_hydra_config=True)
     axes = {}
     for key, spec in cfg.hydra.sweeper.params.items():
         inner = str(spec).strip()
         if not (inner.startswith("choice(") and inner.endswith(")")):
-            raise ValueError(f"baseline_search/{model}: {key}: {spec!r} is not a choice(...)")
+            raise ValueError(f"{family}/{model}: {key}: {spec!r} is not a choice(...)")
         axes[key] = [yaml.safe_load(v) for v in inner[len("choice(") : -1].split(",")]
     return axes, int(cfg.hydra.sweeper.n_trials), int(cfg.trainer.runs)
 
@@ -77,14 +84,20 @@ def study_dir(out: Path, dataset: str, model: str) -> Path:
     return Path(out) / "runs" / dataset / model
 
 
-def run_study(dataset: str, model: str, out: Path, threads: int | None = None) -> int:
+def run_study(
+    dataset: str,
+    model: str,
+    out: Path,
+    threads: int | None = None,
+    family: str = "baseline_search",
+) -> int:
     """Run (or continue) the study of ``model`` on ``dataset``; the exit code of the multirun."""
     threads = threads or os.cpu_count() or 1
     cmd = [
         sys.executable,
         str(REPO / "train.py"),
         "-m",
-        f"experiment=baseline_search/{model}",
+        f"experiment={family}/{model}",
         f"dataset={dataset}",
         f"hydra.sweep.dir={study_dir(out, dataset, model)}",
         f"threads={threads}",
@@ -158,10 +171,15 @@ def written_by_search(recipe: Path) -> bool:
 
 
 def write_choice(
-    dataset: str, model: str, result: dict, out: Path = OUT, recipes: Path = RECIPES
+    dataset: str,
+    model: str,
+    result: dict,
+    out: Path = OUT,
+    recipes: Path = RECIPES,
+    family: str = "baseline_search",
 ) -> tuple[Path, Path]:
     """Write the search summary and the recipe of the chosen settings; the paths written."""
-    axes, budget, runs = grid(model)
+    axes, budget, runs = grid(model, family)
     recipe = Path(recipes) / f"{dataset}_{model}.yaml"
     if recipe.exists() and not written_by_search(recipe):
         raise SystemExit(
@@ -175,6 +193,7 @@ def write_choice(
         {
             "dataset": dataset,
             "model": model,
+            "family": family,
             "budget": budget,
             "runs_per_trial": runs,
             "objective": "mean validation accuracy",
@@ -189,7 +208,7 @@ def write_choice(
         "# @package _global_\n"
         f"{MARK} (rerun it rather than edit this file).\n"
         f"# {model} on {dataset}: the best of {budget} grid points of "
-        f"configs/experiment/baseline_search/{model}.yaml\n"
+        f"configs/experiment/{family}/{model}.yaml\n"
         f"# by the mean validation score of {runs} runs ({best['valid']:.4f}, trial "
         f"{best['number']}); every trial: {rel}\n"
     )
@@ -204,7 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         "--model",
         action="append",
         default=[],
-        help="a baseline (repeatable); default: every baseline except dense_gat",
+        help="a model of the family (repeatable); default: every one (but dense_gat)",
+    )
+    parser.add_argument(
+        "--family",
+        default="baseline_search",
+        choices=FAMILIES,
+        help="configs/experiment/<family>/: baseline_search (node level) or graph_search",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads per trial")
     parser.add_argument("--out", default=None, help="default: reproduction/search/")
@@ -216,13 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out or OUT).resolve()
     # Dense GAT costs ~18 min a run on one core for Cora (8 x 3 runs: 7 hours); ask for it
-    chosen = args.model or [m for m in models() if m != "dense_gat"]
+    family = args.family
+    chosen = args.model or [m for m in models(family) if m != "dense_gat"]
     for model in chosen:
-        grid(model)  # an unknown model fails here, before anything runs
+        grid(model, family)  # an unknown model fails here, before anything runs
     incomplete = []
     for model in chosen:
         if not args.collect_only:
-            code = run_study(args.dataset, model, out, args.threads)
+            code = run_study(args.dataset, model, out, args.threads, family)
             if processes.stopped_by(code) == signal.SIGTERM:  # being stopped: not the next
                 print(
                     f"{model}: stopped by SIGTERM; run the same command again to continue",
@@ -231,13 +257,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 return code
         try:
-            axes, budget, _ = grid(model)
+            axes, budget, _ = grid(model, family)
             result = collect(study_dir(out, args.dataset, model) / "optuna.db", budget, axes)
         except SearchIncomplete as err:
             incomplete.append(model)
             print(f"{model}: {err}", file=sys.stderr, flush=True)
             continue
-        summary, recipe = write_choice(args.dataset, model, result, out)
+        summary, recipe = write_choice(args.dataset, model, result, out, family=family)
         print(
             f"{model}: best valid {result['best']['valid']:.4f} with "
             f"{result['best']['params']} -> {recipe}",

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .kernels import normalise_qk, sigmoid_attention
@@ -154,9 +155,11 @@ def batched_linear_attention(
 def _dense_sigmoid(qs: Tensor, ks: Tensor, vs: Tensor, sizes: Tensor) -> Tensor:
     """Sigmoid attention within each of a few graphs, padded to the widest, keys masked."""
     pad = _Padding(sizes)
-    scores = torch.sigmoid(pad.dense(qs) @ pad.dense(ks).transpose(-1, -2))
-    scores = scores * pad.mask[:, None, None, :].to(scores.dtype)
-    return pad.stacked((scores @ pad.dense(vs)) / scores.sum(dim=-1, keepdim=True))
+    # softmax of log sigmoid: the official weights without their 0/0 on a row whose scores
+    # all underflow (kernels.stable_sigmoid_rows says when); padded keys get weight 0
+    logits = F.logsigmoid(pad.dense(qs) @ pad.dense(ks).transpose(-1, -2))
+    logits = logits.masked_fill(~pad.mask[:, None, None, :], float("-inf"))
+    return pad.stacked(torch.softmax(logits, dim=-1) @ pad.dense(vs))
 
 
 def batched_sigmoid_attention(
@@ -183,7 +186,7 @@ def batched_sigmoid_attention(
     for a, b in groups:
         rows = slice(ptr[a], ptr[b])
         if b - a == 1:  # one graph: its own N_g x N_g, chunked by query rows when large
-            parts.append(sigmoid_attention(qs[rows], ks[rows], vs[rows], chunk))
+            parts.append(sigmoid_attention(qs[rows], ks[rows], vs[rows], chunk, stable=True))
         else:
             parts.append(
                 _dense_sigmoid(qs[rows], ks[rows], vs[rows].expand(-1, qs.shape[1], -1), sizes[a:b])
