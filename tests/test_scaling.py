@@ -104,3 +104,38 @@ def test_graph_difformer_gives_every_node_one_self_loop():
     assert torch.allclose(model(x, edges), plain(x, looped), atol=1e-6)
     assert torch.allclose(model(x, with_loop_on_0), plain(x, looped), atol=1e-6)
     assert not torch.allclose(plain(x, edges), plain(x, looped), atol=1e-4)
+
+
+def test_own_node_data_is_scaled_on_each_splits_train_nodes_and_eval_reuses_it(compose, tmp_path):
+    """dataset.scale=standard on an npz file: the statistics in the checkpoint are numpy's of
+    the train nodes (no valid or test node seen), mode=eval reproduces the recorded score with
+    them, and the settings hash of a file without the key is unchanged; a bad value is one
+    line."""
+    from difformer.config.core import config_hash
+    from difformer.invocation import run
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 40)
+    scales = np.array([1.0, 10.0, 1e3, 1e5])
+    x = (rng.normal(size=(120, 4)) + y[:, None]) * scales + 7 * scales
+    idx = rng.permutation(120)
+    parts = {"train_idx": idx[:60], "valid_idx": idx[60:90], "test_idx": idx[90:]}
+    np.savez(tmp_path / "g.npz", x=x, y=y, **parts)
+    data = ["dataset=npz", f"dataset.path={tmp_path / 'g.npz'}"]
+    fast = ["model=mlp", "trainer.runs=1", "trainer.epochs=30", "trainer.progress=false"]
+    summary = run(compose(*data, "dataset.scale=standard", *fast), tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run/checkpoints/run0.pt", weights_only=False)
+    state = ckpt["dataset"]["input_transform"]
+    train = x[parts["train_idx"]]
+    np.testing.assert_allclose(state["mean"], train.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(state["std"], train.std(0), rtol=1e-5)
+    evaluated = run(compose(*data, "dataset.scale=standard", "mode=eval",
+                            f"checkpoint={tmp_path / 'run/checkpoints/run0.pt'}",
+                            "eval_trust_checkpoint=true"),  # compose has no command line
+                    tmp_path / "eval")
+    assert evaluated["test"] == summary["runs"][0]["test"]
+    assert config_hash(compose(*data, *fast)) == config_hash(compose(*data, "dataset.scale=null",
+                                                                     *fast))
+    with pytest.raises(DataError, match=r"^dataset.scale=minmax is not allowed; use standard "
+                                        r"or none$"):
+        run(compose(*data, "dataset.scale=minmax", *fast), tmp_path / "bad")

@@ -37,6 +37,9 @@ class NodeDataset:
     has_graph: bool = True
     loss: str | None = None  # set by a loader whose file decides it (own data: regression)
     metric: str | None = None
+    # own csv/npz data (dataset.scale=standard): every feature column standardised with the
+    # statistics of each split's train nodes (data.scaling; fitted by the node task)
+    scale: str = "none"
 
     @property
     def num_nodes(self) -> int:
@@ -64,7 +67,9 @@ class NodeDataset:
     def summary(self) -> str:
         return (
             f"dataset {self.name} | nodes {self.num_nodes} | edges "
-            f"{self.edge_index.shape[1]} | features {self.num_features} | classes "
+            f"{self.edge_index.shape[1]} | features {self.num_features}"
+            f"{'' if self.scale == 'none' else f' ({self.scale}-scaled on each train part)'}"
+            f" | classes "
             f"{self.num_classes} | split {self.splits.description}"
         )
 

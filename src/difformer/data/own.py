@@ -30,6 +30,7 @@ import torch
 from . import validation
 from .base import NodeDataset
 from .preprocess import prepare_edges, self_loops
+from .scaling import check_scale
 from .sources import DataError
 from .splits import FixedIndexSplit, FixedMaskSplits, RandomClassSplit, RandomFractionSplit
 
@@ -48,6 +49,7 @@ def build(name: str, arrays: dict, opts, where: str | None = None) -> NodeDatase
     """A NodeDataset from arrays named as the module docstring says, each checked
     (:mod:`difformer.data.validation`); ``where`` names the file in messages."""
     where = where or f"dataset={name}"
+    scale = check_scale(opts.get("scale"))  # standard | none (null): one line for any other
     if "x" not in arrays or "y" not in arrays:
         raise DataError(
             f"{where}: the file needs arrays 'x' and 'y' (has "
@@ -76,6 +78,7 @@ def build(name: str, arrays: dict, opts, where: str | None = None) -> NodeDatase
         num_classes=num_classes,
         splits=_splits(where, arrays, opts, y, labelled, task),
         has_graph=has_graph,
+        scale=scale,
     )
     if task == "regression":
         dataset = dataclasses.replace(dataset, loss="mse", metric="mse")

@@ -1,10 +1,16 @@
-"""Node classification on one graph: full-graph steps or random-partition mini-batches."""
+"""Node classification on one graph: full-graph steps or random-partition mini-batches.
+
+Own csv/npz data with ``dataset.scale=standard`` has its feature columns standardised with the
+statistics of each split's train nodes (:mod:`difformer.data.scaling`), recorded in the
+checkpoints; every other dataset is used as loaded.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from ...data.scaling import Standardiser
 from ..metrics import evaluate as evaluate_split
 from ..metrics import with_auxiliary_loss
 from ..minibatch import RandomPartitionStep
@@ -59,10 +65,47 @@ class NodeTask(Task):
             if self.train_data is not None and self.eval_device == device
             else self._on(self.eval_device)
         )
+        # dataset.scale=standard: split fingerprint -> (its scaler, the scaled features on
+        # the CPU), fitted once per split on its train nodes
+        self._scaled: dict[str, tuple[Standardiser, Tensor]] = {}
+        self._scaled_on: dict[tuple[str, str], Tensor] = {}
 
     def _on(self, dev) -> tuple[Tensor, Tensor, Tensor]:
         d = self.dataset
         return d.x.to(dev), d.edge_index.to(dev), d.y.to(dev)
+
+    def _prepare(self, split) -> tuple[Standardiser, Tensor] | None:
+        if getattr(self.dataset, "scale", "none") != "standard":
+            return None
+        key = self.split_fingerprint(split)
+        if key not in self._scaled:
+            x = self.dataset.x
+            scaler = Standardiser.fit(x[split.train], x.shape[1])
+            self._scaled[key] = (scaler, scaler.apply(x))
+        return self._scaled[key]
+
+    def _features(self, split, data: tuple[Tensor, Tensor, Tensor] | None, dev):
+        """(x, edge_index, y) on ``dev`` for ``split``: ``data`` with x scaled when asked."""
+        data = data if data is not None else self._on(dev)
+        prepared = self._prepare(split)
+        if prepared is None:
+            return data
+        key = (self.split_fingerprint(split), str(dev))
+        if key not in self._scaled_on:  # moved once per split and device, not every epoch
+            self._scaled_on[key] = prepared[1].to(dev)
+        return (self._scaled_on[key], *data[1:])
+
+    def input_transform(self, split) -> dict | None:
+        prepared = self._prepare(split)
+        return None if prepared is None else prepared[0].to_dict()
+
+    def use_input_transform(self, split, state: dict | None) -> None:
+        if state is None:  # recorded without scaling: the features as loaded
+            self.dataset.scale = "none"
+            return
+        scaler = Standardiser.from_dict(state)
+        self._scaled[self.split_fingerprint(split)] = (scaler, scaler.apply(self.dataset.x))
+        self._scaled_on.clear()
 
     @classmethod
     def supports_torchrun(cls, trainer) -> bool:
@@ -72,7 +115,7 @@ class NodeTask(Task):
         if self.batch_size is not None:
             d = self.dataset
             return RandomPartitionStep(
-                d.x,
+                self._features(split, None, torch.device("cpu"))[0],
                 d.y,
                 d.edge_index,
                 split.train,
@@ -86,7 +129,7 @@ class NodeTask(Task):
                 model=model,
                 optimizer=optimizer,
             )
-        x, edge_index, y = self.train_data
+        x, edge_index, y = self._features(split, self.train_data, self.device)
         return FullGraphEpoch(
             model,
             optimizer,
@@ -113,7 +156,7 @@ class NodeTask(Task):
             model.to(self.eval_device)
         scores = evaluate_split(
             model,
-            *self.eval_data,
+            *self._features(split, self.eval_data, self.eval_device),
             split,
             self.metric,
             self.spec.loss,  # type: ignore[call-arg]
